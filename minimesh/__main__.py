@@ -1,0 +1,3 @@
+from minimesh.cli import main
+
+main()
