@@ -324,7 +324,7 @@ class Informer:
                 need_list = True
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5)
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+            except (TimeoutError, aiohttp.ClientError, OSError) as e:
                 log.info("watch %s interrupted (%s); retrying in %.1fs", self.path, e, backoff)
                 need_list = True
                 await asyncio.sleep(backoff)

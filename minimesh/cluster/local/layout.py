@@ -6,12 +6,13 @@ reading/writing `cluster.json`, so every component derives the same names from t
 
 Network picture (one cluster)::
 
-    host netns                          node netns  mm-<name>-node               pod netns  mm-<name>-<id>
+    host netns                          node netns  mm-<name>_node               pod netns  mm-<name>_p<id>
     127.0.0.1:<api_port>  (kubectl)     198.18.X.2/30 <-veth-> host 198.18.X.1    eth0 10.244.0.N/32
     198.18.X.1:<api_port> (from pods)   kubelet :10250, DNS :53, kube-proxy NAT   default via 10.244.0.1
                                          routes 10.244.0.N/32 -> vethXXXX (proxy_arp)
 
-Pod and service CIDRs exist only inside the cluster's own namespaces; the host only has the /30 link
+Namespace names use '_' after the cluster name ('_' is not allowed in names), so no cluster's prefix
+matches another cluster's namespaces. Pod and service CIDRs exist only inside the cluster's own namespaces; the host only has the /30 link
 (198.18.0.0/15 is the RFC 2544 benchmarking range, never routed on real networks), so any number of
 clusters run side by side.
 """
@@ -70,11 +71,11 @@ class ClusterLayout:
 
     @property
     def node_netns(self) -> str:
-        return f"mm-{self.name}-node"
+        return f"mm-{self.name}_node"
 
     @property
     def pod_netns_prefix(self) -> str:
-        return f"mm-{self.name}-p"
+        return f"mm-{self.name}_p"
 
     def pod_netns(self, pod_uid: str) -> str:
         return f"{self.pod_netns_prefix}{pod_uid.replace('-', '')[:12]}"
