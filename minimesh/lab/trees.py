@@ -1,7 +1,9 @@
-"""Build the solved tree (`minimesh/` + every solution) that the project's own tests and the demo run.
+"""Build the solved tree (`minimesh/` + every solution) that the project's own tests and the demo run,
+and the starter tree (`minimesh/` + every generated starter) on which every grader must fail.
 
-Deliberately free of other minimesh imports: `tests/conftest.py` loads this file by path *before*
-`minimesh` is imported, so that `import minimesh` then resolves to the solved copy.
+Deliberately free of minimesh imports (the starter generator is loaded by path): `tests/conftest.py`
+loads this file by path *before* `minimesh` is imported, so that `import minimesh` then resolves to the
+solved copy.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import fcntl
 import hashlib
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints")
 
@@ -32,9 +36,53 @@ def build_solved_tree(source_root: Path, dest: Path | None = None) -> Path:
     Returns the root to put on sys.path / PYTHONPATH. Safe to call from parallel test workers.
     """
     source_root = source_root.resolve()
-    dest = (dest or source_root / ".minimesh" / "solved").resolve()
+    sol = source_root / "solutions" / "minimesh"
+
+    def overlay(tmp: Path) -> None:
+        if sol.exists():
+            shutil.copytree(sol, tmp / "minimesh", ignore=IGNORE, dirs_exist_ok=True)
+
+    return _build_tree(source_root, dest or source_root / ".minimesh" / "solved", overlay, salt="")
+
+
+def build_starter_tree(source_root: Path, dest: Path | None = None) -> Path:
+    """Copy `source_root/minimesh` to `dest/minimesh` and write every starter generated from `solutions/`.
+
+    This is what a trainee gets on day one, whatever state the checkout's own `minimesh/` is in; tests
+    prove every grader fails on it. Returns the root to put on sys.path / PYTHONPATH.
+    """
+    source_root = source_root.resolve()
+    exercises = _load_exercises()
+
+    def overlay(tmp: Path) -> None:
+        exercises.overlay_starters(source_root, tmp)
+
+    salt = Path(exercises.__file__).read_text()  # a changed generator means a different starter
+    return _build_tree(source_root, dest or source_root / ".minimesh" / "starter", overlay, salt=salt)
+
+
+def _load_exercises() -> ModuleType:
+    """`minimesh/lab/exercises.py` loaded by path (stdlib-only), keeping this file import-free."""
+    import importlib.util
+    import sys
+
+    name = "_minimesh_exercises"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("exercises.py"))
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+def _build_tree(source_root: Path, dest: Path, overlay: Callable[[Path], None], salt: str) -> Path:
+    dest = dest.resolve()
     pkg, sol = source_root / "minimesh", source_root / "solutions" / "minimesh"
     want = _digest(pkg, sol) if sol.exists() else _digest(pkg)
+    if salt:
+        want = hashlib.sha256((want + salt).encode()).hexdigest()
     dest.parent.mkdir(parents=True, exist_ok=True)
     with open(dest.parent / f".{dest.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -44,9 +92,8 @@ def build_solved_tree(source_root: Path, dest: Path | None = None) -> Path:
         tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(pkg, tmp / "minimesh", ignore=IGNORE)
-        if sol.exists():
-            shutil.copytree(sol, tmp / "minimesh", ignore=IGNORE, dirs_exist_ok=True)
-        for extra in ("clusters", "labs", "pyproject.toml"):
+        overlay(tmp)
+        for extra in ("clusters", "labs", "solutions", "tests", "pyproject.toml"):
             src = source_root / extra
             if src.is_dir():
                 os.symlink(src, tmp / extra)

@@ -1,0 +1,73 @@
+"""The stage registry: the ten labs, their notebook, grader module, slides and exercise regions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from minimesh.lab import exercises
+
+
+@dataclass(frozen=True)
+class Stage:
+    id: str  # "01"
+    slug: str  # file-name part: notebook "01-sidecar-pattern.ipynb"
+    title: str
+    grader_slug: str  # grader module "test_lab01_sidecar.py"
+    summary: str
+
+    @property
+    def notebook(self) -> str:
+        return f"{self.id}-{self.slug}.ipynb"
+
+    @property
+    def slides(self) -> str:
+        return f"{self.id}-{self.slug}.md"
+
+    @property
+    def grader(self) -> str:
+        return f"test_lab{self.id}_{self.grader_slug}.py"
+
+    @property
+    def grader_glob(self) -> str:
+        return f"test_lab{self.id}_*.py"
+
+    def regions(self, root: Path) -> list[exercises.Region]:
+        """This stage's exercise regions, read from `root/solutions` (empty for stages without code)."""
+        return exercises.solution_regions(root, self.id)
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("00", "setup", "Setup", "setup", "preflight, a cluster, bookinfo-lite and sleep"),
+    Stage("01", "sidecar-pattern", "The sidecar pattern", "sidecar",
+          "nginx + a busybox sidecar, 5 replicas behind a NodePort, effective pod resources, native sidecars"),
+    Stage("02", "traffic-capture", "Traffic capture", "capture",
+          "the init container: iptables nat rules that send every connection to the proxy"),
+    Stage("03", "proxy", "An Envoy-like proxy", "proxy",
+          "listeners, routes, clusters, endpoints, the admin API and access logs"),
+    Stage("04", "push-server", "A Pilot-like push server", "push",
+          "watch the cluster, build per-proxy config, push it over an ADS-shaped gRPC stream"),
+    Stage("05", "injection", "Sidecar injection", "injection",
+          "a mutating admission webhook that adds the init container and the proxy"),
+    Stage("06", "mtls", "Mutual TLS", "mtls", "a CA, SPIFFE identities, PERMISSIVE and STRICT, proved with tcpdump"),
+    Stage("07", "authorization", "Authorization", "authz", "AuthorizationPolicy with Istio's semantics"),
+    Stage("08", "ingress-traffic", "Ingress and traffic management", "ingress",
+          "a gateway, canary weights, fault injection, retries and timeouts"),
+    Stage("09", "operate", "Operate the mesh", "operate",
+          "metrics, access logs, response flags, Jobs with sidecars, the mesh at scale"),
+)
+
+
+class UnknownStage(ValueError):
+    pass
+
+
+def get(stage: str | int) -> Stage:
+    """The stage for "1", "01", 1 or "lab-01"."""
+    raw = str(stage).strip().lower().removeprefix("lab-").removeprefix("lab")
+    if raw.isdigit():
+        sid = f"{int(raw):02d}"
+        for s in STAGES:
+            if s.id == sid:
+                return s
+    raise UnknownStage(f"no stage {stage!r}; stages are {', '.join(s.id for s in STAGES)}")
