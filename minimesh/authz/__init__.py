@@ -1,0 +1,1 @@
+"""Stage 7: AuthorizationPolicy. `model` parses and validates, `engine` decides (pure), `normalize` cleans paths."""
