@@ -250,8 +250,7 @@ async def serve(settings: Settings, *, ready: Callable[[list[tuple[str, int]]], 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):  # before announcing: a stop may follow at once
         loop.add_signal_handler(sig, stop.set)
-    server = site._server  # aiohttp keeps the asyncio server here; it is the only way to learn port 0
-    bound = [s.getsockname()[:2] for s in (server.sockets if server else [])]
+    bound = [tuple(a[:2]) for a in runner.addresses]  # the real ports, also when asked for port 0
     print(
         f"{settings.service} {settings.version} listening on "
         + ", ".join(f"{h}:{p}" for h, p in bound),
