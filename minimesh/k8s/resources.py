@@ -19,8 +19,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes.utils import parse_quantity
-
 ResourceList = dict[str, int]
 
 
@@ -44,6 +42,8 @@ class PodResources:
 
 def quantity(name: str, value: object, where: str) -> int:
     """`("cpu", "250m")` → 250, `("memory", "64Mi")` → 67108864; rounds up like Kubernetes' MilliValue."""
+    from kubernetes.utils import parse_quantity  # here: importing the client takes seconds
+
     try:
         q = parse_quantity(value)
     except (ValueError, TypeError) as e:

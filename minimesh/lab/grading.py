@@ -58,7 +58,8 @@ def _show(value: object) -> str:
     return s if len(s) <= 300 else s[:297] + "..."
 
 
-def _retryable() -> tuple[type[BaseException], ...]:
+def retryable() -> tuple[type[BaseException], ...]:
+    """Failures worth another try: failed checks, API and network errors."""
     kinds: list[type[BaseException]] = [AssertionError, OSError, TimeoutError]
     try:
         from kubernetes.client.exceptions import ApiException
@@ -79,7 +80,7 @@ def eventually(
     """Call `fn` until it returns without raising (a failed check, an API or network error), at most
     `timeout` seconds; then re-raise its last failure, saying how long we waited. Other exceptions
     (e.g. a NotImplementedError from an unfinished exercise) propagate at once."""
-    retry_on = retry_on or _retryable()
+    retry_on = retry_on or retryable()
     deadline = time.monotonic() + timeout
     while True:
         try:
