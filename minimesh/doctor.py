@@ -125,6 +125,9 @@ def redirect_checks(probe: dict[str, str], iptables: str) -> list[Check]:
         ),
     ]
     bypass = probe.get("uid_bypass")
+    if not redirected:  # a refused connection proves nothing when nothing is redirected at all
+        checks.append(Check("iptables owner match", False, "not tried: the redirect itself failed", skipped=True))
+        return checks
     checks.append(
         Check(
             "iptables owner match", bypass == "yes",

@@ -48,7 +48,10 @@ def test_redirect_verdicts() -> None:
     checks = {c.name: c for c in doctor.redirect_checks(bad, "iptables-nft")}
     assert not checks["iptables nat REDIRECT"].ok and "Connection refused" in checks["iptables nat REDIRECT"].detail
     assert not checks["SO_ORIGINAL_DST"].ok and "want 127.0.0.1:18080" in checks["SO_ORIGINAL_DST"].detail
-    assert not checks["iptables owner match"].ok and "xt_owner" in checks["iptables owner match"].fix
+    assert checks["iptables owner match"].skipped  # nothing was redirected, so a refusal proves nothing
+    owner = doctor.redirect_checks({"redirected": "yes", "original_dst": "127.0.0.1:18080", "uid_bypass": "no",
+                                    "uid_error": "connected, so it was redirected"}, "iptables")[2]
+    assert not owner.ok and "xt_owner" in owner.fix and "redirected too" in owner.detail
     wrong = doctor.redirect_checks({"redirected": "yes", "original_dst": "127.0.0.1:15001", "uid_bypass": "yes"}, "iptables")
     assert not wrong[1].ok and "got 127.0.0.1:15001" in wrong[1].detail
 
