@@ -154,6 +154,23 @@ def reset(stage: str, starter: bool) -> None:
         console.print("  (nothing to change)")
 
 
+@lab.command()
+@click.argument("stage")
+@click.option("--through", is_flag=True, help="Also replay every earlier stage first (catch up a new cluster).")
+def setup(stage: str, through: bool) -> None:
+    """Do to the cluster what STAGE's notebook does (apply its manifests, install its parts)."""
+    st = _stage(stage)
+    todo = [s for s in stages.STAGES if s.id <= st.id] if through else [st]
+    for s in todo:
+        for argv in s.setup:
+            console.print(f"[bold]stage {s.id}[/]: minimesh {' '.join(argv)}")
+            proc = subprocess.run([sys.executable, "-m", "minimesh", *argv], cwd=_root())
+            if proc.returncode:
+                raise click.ClickException(f"stage {s.id}: `minimesh {' '.join(argv)}` exited with {proc.returncode}")
+        if not s.setup:
+            console.print(f"stage {s.id}: nothing to set up")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

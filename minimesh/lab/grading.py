@@ -24,13 +24,19 @@ T = TypeVar("T")
 class GradeFailure(AssertionError):
     """A check that did not hold: what was wanted, what was seen, and what to try."""
 
-    def __init__(self, want: str, got: str, hint: str = "") -> None:
+    def __init__(self, want: str, got: str, hint: str = "", *, final: bool = False) -> None:
         self.want, self.got, self.hint = want, got, hint
+        self.final = final  # waiting will not change it (e.g. an object that was never created)
         super().__init__(f"want {want}, got {got}" + (f"; try {hint}" if hint else ""))
 
 
-def fail(want: object, got: object, hint: str = "") -> NoReturn:
-    raise GradeFailure(_show(want), _show(got), hint)
+def fail(want: object, got: object, hint: str = "", *, final: bool = False) -> NoReturn:
+    raise GradeFailure(_show(want), _show(got), hint, final=final)
+
+
+def missing(what: str, hint: str) -> NoReturn:
+    """`what` does not exist at all: fail at once instead of polling for it."""
+    raise GradeFailure(what, "not found", hint, final=True)
 
 
 def expect(got: T, want: T, hint: str = "", *, what: str = "") -> T:
@@ -78,14 +84,17 @@ def eventually(
     retry_on: tuple[type[BaseException], ...] | None = None,
 ) -> T:
     """Call `fn` until it returns without raising (a failed check, an API or network error), at most
-    `timeout` seconds; then re-raise its last failure, saying how long we waited. Other exceptions
-    (e.g. a NotImplementedError from an unfinished exercise) propagate at once."""
+    `timeout` seconds; then re-raise its last failure, saying how long we waited. Final failures
+    (`missing(...)`) and other exceptions (e.g. a NotImplementedError from an unfinished exercise)
+    propagate at once."""
     retry_on = retry_on or retryable()
     deadline = time.monotonic() + timeout
     while True:
         try:
             return fn()
         except retry_on as e:
+            if getattr(e, "final", False):
+                raise
             if time.monotonic() + interval > deadline:
                 if isinstance(e, GradeFailure):
                     raise GradeFailure(e.want, f"{e.got} (still, after {timeout:g} s)", e.hint) from e

@@ -212,8 +212,12 @@ def wait_until(fn: Callable[[], T], what: str, timeout: float = 120, interval: f
 # ---- grading -------------------------------------------------------------------------------------
 
 
-def grade(stage: str) -> GradeResult:
-    """Run the stage's graders (as `minimesh lab grade`) and show the result as a table."""
+def grade(stage: str) -> None:
+    """Run the stage's graders (as `minimesh lab grade`) and show the result as a table.
+
+    Returns nothing on purpose: the table is the cell's output (see `last_result` for the object).
+    """
+    global last_result
     from minimesh.lab import runner, stages, state
 
     st = stages.get(stage)
@@ -231,8 +235,11 @@ def grade(stage: str) -> GradeResult:
     finally:
         bar.close()
     state.record(paths.SOURCE_ROOT, result.to_dict())
+    last_result = result
     show_result(result)
-    return result
+
+
+last_result: GradeResult | None = None
 
 
 def result_text(result: GradeResult) -> str:

@@ -15,6 +15,9 @@ class Stage:
     title: str
     grader_slug: str  # grader module "test_lab01_sidecar.py"
     summary: str
+    # What the notebook does to the cluster, as `minimesh` argvs run from the checkout (paths relative to
+    # it). `minimesh lab setup NN` replays them (catching up a cluster), and the project's tests do too.
+    setup: tuple[tuple[str, ...], ...] = ()
 
     @property
     def notebook(self) -> str:
@@ -38,9 +41,11 @@ class Stage:
 
 
 STAGES: tuple[Stage, ...] = (
-    Stage("00", "setup", "Setup", "setup", "preflight, a cluster, bookinfo-lite and sleep"),
+    Stage("00", "setup", "Setup", "setup", "preflight, a cluster, bookinfo-lite and sleep",
+          setup=(("apply", "-f", "minimesh/manifests/bookinfo.yaml", "-f", "minimesh/manifests/sleep.yaml"),)),
     Stage("01", "sidecar-pattern", "The sidecar pattern", "sidecar",
-          "nginx + a busybox sidecar, 5 replicas behind a NodePort, effective pod resources, native sidecars"),
+          "nginx + a busybox sidecar, 5 replicas behind a NodePort, effective pod resources, native sidecars",
+          setup=(("apply", "-f", "minimesh/manifests/lab01/"),)),
     Stage("02", "traffic-capture", "Traffic capture", "capture",
           "the init container: iptables nat rules that send every connection to the proxy"),
     Stage("03", "proxy", "An Envoy-like proxy", "proxy",

@@ -80,6 +80,8 @@ def http_from(core: Any) -> Callable[..., grading.HttpResult]:
 
 
 @pytest.fixture(scope="session")
-def sleep_pod(core: Any) -> str:
+def sleep_pod(core: Any, apps: Any) -> str:
     """The name of a ready `sleep` pod (the in-cluster client from stage 0)."""
-    return grading.pod_named_by(core, "app=sleep", timeout=30)
+    if not apps.list_namespaced_deployment("default", label_selector="app=sleep").items:
+        grading.missing("the sleep deployment (stage 0's client)", "minimesh apply -f minimesh/manifests/sleep.yaml")
+    return grading.pod_named_by(core, "app=sleep", timeout=60)

@@ -10,7 +10,7 @@ import html
 import json
 from typing import Any
 
-from minimesh.lab.grading import check, eventually, expect, is_ready
+from minimesh.lab.grading import check, eventually, expect, is_ready, missing
 
 APPS = ("productpage", "details", "reviews", "ratings")
 APPLY = "minimesh apply -f minimesh/manifests/bookinfo.yaml -f minimesh/manifests/sleep.yaml"
@@ -32,8 +32,12 @@ def test_bookinfo_service_accounts(core: Any) -> None:
     expect(sorted(want & have), sorted(want), APPLY, what="service accounts")
 
 
-def test_bookinfo_pods_ready(core: Any) -> None:
+def test_bookinfo_pods_ready(core: Any, apps: Any) -> None:
     """bookinfo pods are ready (productpage, details, ratings, reviews v1 v2 v3)"""
+    deployments = {d.metadata.name for d in apps.list_namespaced_deployment("default").items}
+    want_deployments = ["details-v1", "productpage-v1", "ratings-v1", "reviews-v1", "reviews-v2", "reviews-v3"]
+    if not set(want_deployments) & deployments:
+        missing("the bookinfo deployments", APPLY)
 
     def all_ready() -> None:
         pods = [p for p in core.list_namespaced_pod("default").items if is_ready(p)]
@@ -45,8 +49,10 @@ def test_bookinfo_pods_ready(core: Any) -> None:
     eventually(all_ready, timeout=60)
 
 
-def test_sleep_ready(core: Any) -> None:
+def test_sleep_ready(core: Any, apps: Any) -> None:
     """the sleep client pod is ready"""
+    if not apps.list_namespaced_deployment("default", label_selector="app=sleep").items:
+        missing("the sleep deployment", "minimesh apply -f minimesh/manifests/sleep.yaml")
 
     def ready() -> None:
         pods = [p.metadata.name for p in core.list_namespaced_pod("default", label_selector="app=sleep").items

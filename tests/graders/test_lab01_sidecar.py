@@ -24,7 +24,7 @@ from minimesh.k8s.resources import (
     quantity,
     spec_dict,
 )
-from minimesh.lab.grading import GradeFailure, check, eventually, expect, fail, is_ready
+from minimesh.lab.grading import GradeFailure, check, eventually, expect, fail, is_ready, missing
 
 APPLY = "minimesh apply -f minimesh/manifests/lab01/"
 EXERCISE = "minimesh/k8s/resources.py: pod_effective_resources"
@@ -38,7 +38,7 @@ def _pod(core: Any, name: str) -> Any:
         return core.read_namespaced_pod(name, "default")
     except ApiException as e:
         if e.status == 404:
-            fail(f"pod {name}", "not found", APPLY)
+            missing(f"pod {name}", APPLY)
         raise
 
 
@@ -118,6 +118,9 @@ def test_sidecar_has_health_checks(core: Any) -> None:
 def test_deployment_behind_nodeport(apps: Any, core: Any, cluster: Any) -> None:
     """5 replicas ready behind a NodePort service that the host reaches"""
 
+    if not apps.list_namespaced_deployment("default", label_selector="app=sidecar-web").items:
+        missing("deployment sidecar-web", APPLY)
+
     def five() -> None:
         dep = apps.read_namespaced_deployment("sidecar-web", "default")
         expect(dep.status.ready_replicas or 0, 5, "minimesh kubectl get deploy sidecar-web", what="ready replicas")
@@ -160,7 +163,7 @@ def test_job_with_native_sidecar_completes(batch: Any) -> None:
             job = batch.read_namespaced_job("sidecar-job", "default")
         except ApiException as e:
             if e.status == 404:
-                fail("job sidecar-job", "not found", f"{APPLY}sidecar-job.yaml")
+                missing("job sidecar-job", f"{APPLY}sidecar-job.yaml")
             raise
         conds = {c.type: c.status for c in job.status.conditions or []}
         check(conds.get("Failed") != "True", want="the Job not failed", got=conds,
