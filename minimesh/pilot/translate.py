@@ -1,0 +1,133 @@
+"""Translation: the mesh (a PushContext) + one proxy → its clusters, endpoints, listeners and routes.
+
+Pure: the same snapshot and proxy always give the same config. Each resource is produced by one call
+`make(builder, *args)` (e.g. `make(outbound_cluster, service, port)`): with the default `make` that is
+just `builder(*args)` and you get Envoy-shaped dicts; the push server passes a `make` that caches the
+serialized resource per (builder, args), so a Service that did not change is never translated twice
+and proxies with the same view share the same bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from minimesh.pilot import clusters, listeners, routes
+from minimesh.pilot.context import PushContext, Scope
+from minimesh.pilot.model import Proxy, Service, ServicePort
+from minimesh.pilot.protocol import Protocol, detect_protocol
+from minimesh.pilot.sidecar import labels_match
+from minimesh.xds import resources as xr
+
+T = TypeVar("T")
+Make = Callable[..., Any]
+
+
+def plain(builder: Callable[..., T], *args: Any) -> T:
+    return builder(*args)
+
+
+def outbound_ports(scope: Scope) -> list[tuple[Service, ServicePort, Protocol]]:
+    """Every (service, port, protocol) the scoped proxy may call; UDP is not proxied."""
+    out = []
+    for svc in scope.services:
+        for port in svc.ports:
+            protocol = detect_protocol(port)
+            if protocol is not Protocol.UDP:
+                out.append((svc, port, protocol))
+    return out
+
+
+def inbound_ports(ctx: PushContext, proxy: Proxy) -> tuple[tuple[int, Protocol], ...]:
+    """(target port, protocol) of every Service port that selects this proxy's pod.
+
+    A named targetPort is looked up among the pod's container ports (from the Pod object).
+    """
+    pod = ctx.pod(proxy)
+    memo_key = ("inbound", proxy.namespace, proxy.labels, pod.ports if pod else None)
+    memo = ctx._memo.get(memo_key)  # replicas of one workload share the answer within a snapshot
+    if memo is not None:
+        return memo  # type: ignore[no-any-return]
+    found: dict[int, Protocol] = {}
+    for svc in ctx.services_in(proxy.namespace):
+        if not svc.selector or not labels_match(svc.selector, proxy.labels):
+            continue
+        for port in svc.ports:
+            protocol = detect_protocol(port)
+            if protocol is Protocol.UDP:
+                continue
+            target = port.target_port
+            if isinstance(target, str):
+                named = [c.port for c in (pod.ports if pod else ()) if c.name == target]
+                if not named:
+                    continue  # cannot resolve the name (yet): no inbound chain for it
+                target = named[0]
+            found.setdefault(target, protocol)
+    result = ctx._memo[memo_key] = tuple(sorted(found.items()))
+    return result
+
+
+def build_clusters(ctx: PushContext, proxy: Proxy, make: Make = plain) -> list[Any]:
+    """CDS: outbound clusters for what the proxy may call, inbound ones for its pod, and the fallbacks."""
+    scope = ctx.scope(proxy)
+    out = [make(clusters.outbound_cluster, svc, port) for svc, port, _ in outbound_ports(scope)]
+    out += [make(clusters.inbound_cluster, port) for port, _ in inbound_ports(ctx, proxy)]
+    out += [make(clusters.passthrough_cluster), make(clusters.blackhole_cluster),
+            make(clusters.inbound_passthrough_cluster)]
+    return out
+
+
+def build_load_assignments(ctx: PushContext, names: Iterable[str], make: Make = plain) -> list[Any]:
+    """EDS: the assignment of each requested cluster that exists (unknown names are skipped)."""
+    index = ctx.cluster_index()
+    out = []
+    for name in names:
+        found = index.get(name)
+        if found is not None:
+            svc, port = found
+            out.append(make(clusters.load_assignment, svc, port, ctx.service_slices(svc)))
+    return out
+
+
+def build_listeners(ctx: PushContext, proxy: Proxy, make: Make = plain) -> list[Any]:
+    """LDS: virtualOutbound, virtualInbound, `0.0.0.0_<port>` per HTTP port, `<ip>_<port>` per TCP port."""
+    scope = ctx.scope(proxy)
+    out = [make(listeners.virtual_outbound, scope.outbound_policy),
+           make(listeners.virtual_inbound, inbound_ports(ctx, proxy))]
+    http_ports: set[int] = set()
+    for svc, port, protocol in outbound_ports(scope):
+        if protocol.is_http:
+            http_ports.add(port.port)
+        elif svc.cluster_ip:  # a headless TCP service has no address to listen on
+            out.append(make(listeners.outbound_tcp_listener, svc, port))
+    out += [make(listeners.outbound_http_listener, p) for p in sorted(http_ports)]
+    return out
+
+
+def build_routes(ctx: PushContext, proxy: Proxy, names: Iterable[str], make: Make = plain) -> list[Any]:
+    """RDS: route configuration `<port>` for each requested HTTP port."""
+    scope = ctx.scope(proxy)
+    by_port: dict[int, list[tuple[Service, ServicePort]]] = {}
+    for svc, port, protocol in outbound_ports(scope):
+        if protocol.is_http:
+            by_port.setdefault(port.port, []).append((svc, port))
+    out = []
+    for name in names:
+        if name.isdigit() and int(name) in by_port:
+            port = int(name)
+            out.append(make(routes.route_configuration, port, tuple(by_port[port]), proxy.namespace,
+                            scope.outbound_policy))
+    return out
+
+
+def translate(ctx: PushContext, proxy: Proxy, make: Make = plain) -> dict[str, list[Any]]:
+    """The whole config of one proxy, by type URL (what it holds after CDS, EDS, LDS and RDS)."""
+    ports = outbound_ports(ctx.scope(proxy))
+    eds_names = [xr.outbound_cluster_name(p.port, s.hostname) for s, p, _ in ports]
+    rds_names = sorted({xr.route_config_name(p.port) for _, p, proto in ports if proto.is_http}, key=int)
+    return {
+        xr.CLUSTER_TYPE: build_clusters(ctx, proxy, make),
+        xr.ENDPOINT_TYPE: build_load_assignments(ctx, eds_names, make),
+        xr.LISTENER_TYPE: build_listeners(ctx, proxy, make),
+        xr.ROUTE_TYPE: build_routes(ctx, proxy, rds_names, make),
+    }
