@@ -38,6 +38,25 @@ class ContainerExec:
     capabilities: list[str] = field(default_factory=list)  # effective set, lower-case names ("net_admin")
     env: dict[str, str] = field(default_factory=dict)
     working_dir: str = "/"
+    no_new_privs: bool = False
+    privileged: bool = False  # capabilities == ["all"]: keep the full bounding set
+
+
+def enter_argv(rec: ContainerExec, argv: list[str]) -> list[str]:
+    """Command line that runs `argv` inside the container as its user with its capabilities.
+
+    Run it with `env=rec.env` (nsenter and setpriv pass the environment through); the process enters the
+    container's mount, network, UTS and IPC namespaces, its root and working directory.
+    """
+    cmd = ["nsenter", "-t", str(rec.pid), "-m", "-n", "-u", "-i", f"--wdns={rec.working_dir or '/'}", "-r",
+           "setpriv", f"--reuid={rec.uid}", f"--regid={rec.gid}"]
+    groups = ",".join(str(g) for g in rec.supplementary_groups)
+    cmd.append(f"--groups={groups}" if groups else "--clear-groups")
+    if rec.no_new_privs:
+        cmd.append("--no-new-privs")
+    if not rec.privileged:
+        cmd += ["--inh-caps=-all", "--bounding-set=" + ",".join(["-all", *(f"+{c}" for c in rec.capabilities)])]
+    return [*cmd, "--", *argv]
 
 
 def pod_dir(pods_dir: Path, pod_uid: str) -> Path:
