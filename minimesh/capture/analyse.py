@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import bisect
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httptools
+from scapy.error import Scapy_Exception
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.tls.extensions import (
@@ -509,3 +511,28 @@ def analyse_pcap(path: str | Path) -> CaptureReport:
     """Analyse a pcap/pcapng file written by tcpdump."""
     with PcapReader(str(path)) as reader:
         return analyse_packets(reader, str(path))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m minimesh.capture.analyse FILE [--json]`: print what the capture shows."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(prog="python -m minimesh.capture.analyse", description=main.__doc__)
+    ap.add_argument("pcap", type=Path)
+    ap.add_argument("--json", action="store_true", help="print the report as JSON")
+    a = ap.parse_args(argv)
+    if not a.pcap.is_file():
+        print(f"error: {a.pcap}: no such file", file=sys.stderr)
+        return 1
+    try:
+        report = analyse_pcap(a.pcap)
+    except (OSError, Scapy_Exception) as e:
+        print(f"error: {a.pcap}: cannot read as pcap: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(report.to_dict(), indent=2) if a.json else report.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -140,15 +140,11 @@ class DiagServer:
 
     async def start(self) -> None:
         for port in self.ports:
-            server = await asyncio.start_server(
-                lambda r, w, p=port: self._handle(p, r, w), self.host, port, reuse_address=True
-            )
-            self.servers.append(server)
+            self.servers.append(await asyncio.start_server(self._handle, self.host, port, reuse_address=True))
 
-    async def _handle(
-        self, listener: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock: socket.socket = writer.get_extra_info("socket")
+        listener = sock.getsockname()[1]  # the port this connection was accepted on
         dst, source = original_dst(sock)
         peer, local = hostport(writer.get_extra_info("peername")), hostport(writer.get_extra_info("sockname"))
         try:

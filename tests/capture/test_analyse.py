@@ -140,3 +140,19 @@ def test_other_packets_are_counted_not_decoded(tmp_path: Path) -> None:
     assert (report.packets, report.undecoded_packets) == (2, 1)
     assert [(f.proto, f.dst, f.dport) for f in report.flows] == [("udp", "10.96.0.10", 53)]
     assert report.to_dict()["flows"][0]["proto"] == "udp"
+
+
+def test_command_line(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    pcap = write(tmp_path, [*handshake(), seg(C, S, ISN_C + 1, b"GET /cli HTTP/1.1\r\nHost: c\r\n\r\n")])
+    run = [sys.executable, "-m", "minimesh.capture.analyse"]
+    done = subprocess.run([*run, str(pcap), "--json"], capture_output=True, text=True, cwd="/", timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["http_requests"][0]["path"] == "/cli"
+    junk = tmp_path / "junk.pcap"
+    junk.write_text("not a capture")
+    bad = subprocess.run([*run, str(junk)], capture_output=True, text=True, cwd="/", timeout=60)
+    assert bad.returncode == 1 and "cannot read as pcap" in bad.stderr and "Traceback" not in bad.stderr
