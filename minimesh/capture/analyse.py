@@ -1,8 +1,8 @@
 """Read a pcap and say what a sniffer on the wire could see: flows, plaintext HTTP, TLS (stage 6's evidence).
 
-`analyse_pcap(path)` decodes packets with scapy (any link type tcpdump writes, e.g. Linux cooked v2 from
-`-i any`), counts flows per direction, reassembles each TCP direction by sequence number, then reads the
-byte stream:
+`analyse_pcap(path)` reads the file with scapy and decodes frame headers (any link type tcpdump writes,
+e.g. Linux cooked v2 from `-i any`; see `packets.py`), counts flows per direction, reassembles each TCP
+direction by sequence number, then reads the byte stream:
 
 - plaintext HTTP/1 requests and responses with httptools (so a request line split over segments, or
   several requests on one keep-alive connection, are all found);
@@ -25,8 +25,6 @@ from typing import Any
 
 import httptools
 from scapy.error import Scapy_Exception
-from scapy.layers.inet import IP, TCP, UDP
-from scapy.layers.inet6 import IPv6
 from scapy.layers.tls.extensions import (
     TLS_Ext_ALPN,
     TLS_Ext_ServerName,
@@ -34,7 +32,8 @@ from scapy.layers.tls.extensions import (
     TLS_Ext_SupportedVersion_SH,
 )
 from scapy.layers.tls.handshake import TLSClientHello, TLSServerHello
-from scapy.utils import PcapReader
+
+from minimesh.capture.packets import Decoded, decode, read_frames
 
 TLS_CONTENT_TYPES = {
     20: "change_cipher_spec",
@@ -391,20 +390,6 @@ def _server_hello(flow: TlsFlow, raw: bytes) -> None:
 # ---- the pass over the pcap --------------------------------------------------------------------
 
 
-def _endpoints(pkt) -> tuple[str, str, int, str, int, int] | None:
-    """(proto, src, sport, dst, dport, IP length) of an IP packet, or None for anything else."""
-    ip = pkt.getlayer(IP)
-    if ip is None:
-        ip = pkt.getlayer(IPv6)
-    if ip is None:
-        return None
-    for layer, proto in ((TCP, "tcp"), (UDP, "udp")):
-        l4 = ip.getlayer(layer)
-        if l4 is not None:
-            return proto, ip.src, int(l4.sport), ip.dst, int(l4.dport), len(ip)
-    return "ip", ip.src, 0, ip.dst, 0, len(ip)
-
-
 def _is_client(d: _Direction, back: _Direction | None, data: bytes) -> bool:
     """This direction belongs to the side that opened the connection (SYN), else that sent a ClientHello."""
     if d.sent_syn or (back is not None and back.sent_syn):
@@ -412,37 +397,34 @@ def _is_client(d: _Direction, back: _Direction | None, data: bytes) -> bool:
     return data[5:6] == b"\x01"
 
 
-def analyse_packets(packets: Iterable, path: str = "") -> CaptureReport:
+def analyse_frames(frames: Iterable[tuple[float, int, bytes]], path: str = "") -> CaptureReport:
+    """Analyse (timestamp, link type, frame) records, as `packets.read_frames` yields them."""
     report = CaptureReport(path)
     flows: dict[tuple, Flow] = {}
     directions: dict[tuple[Endpoint, Endpoint], _Direction] = {}
-    for pkt in packets:
+    for t, linktype, frame in frames:
         report.packets += 1
-        ends = _endpoints(pkt)
-        if ends is None:
+        pkt: Decoded | None = decode(linktype, frame)
+        if pkt is None:
             report.undecoded_packets += 1
             continue
-        proto, src, sport, dst, dport, ip_len = ends
-        t = float(pkt.time)
-        key = (proto, src, sport, dst, dport)
+        key = (pkt.proto, pkt.src, pkt.sport, pkt.dst, pkt.dport)
         f = flows.get(key)
         if f is None:
-            f = flows[key] = Flow(proto, src, sport, dst, dport, first=t)
+            f = flows[key] = Flow(*key, first=t)
         f.packets += 1
-        f.bytes += ip_len
+        f.bytes += pkt.ip_len
+        f.payload_bytes += len(pkt.payload)
         f.last = t
-        tcp = pkt.getlayer(TCP)
-        if tcp is None:
+        if pkt.proto != "tcp":
             continue
-        payload = bytes(tcp.payload)
-        f.payload_bytes += len(payload)
-        d = directions.setdefault(((src, sport), (dst, dport)), _Direction((src, sport), (dst, dport)))
-        flags = int(tcp.flags)
-        if flags & 0x02:  # SYN
-            d.isn = int(tcp.seq)
-            d.sent_syn = d.sent_syn or not flags & 0x10
-        if payload:
-            d.segments.append((int(tcp.seq), payload, t))
+        src, dst = (pkt.src, pkt.sport), (pkt.dst, pkt.dport)
+        d = directions.setdefault((src, dst), _Direction(src, dst))
+        if pkt.flags & 0x02:  # SYN
+            d.isn = pkt.seq
+            d.sent_syn = d.sent_syn or not pkt.flags & 0x10  # without ACK: the opening side
+        if pkt.payload:
+            d.segments.append((pkt.seq, pkt.payload, t))
     report.flows = sorted(flows.values(), key=lambda fl: (fl.first, str(fl)))
 
     streams = {k: reassemble(d) for k, d in directions.items()}
@@ -509,8 +491,7 @@ def analyse_packets(packets: Iterable, path: str = "") -> CaptureReport:
 
 def analyse_pcap(path: str | Path) -> CaptureReport:
     """Analyse a pcap/pcapng file written by tcpdump."""
-    with PcapReader(str(path)) as reader:
-        return analyse_packets(reader, str(path))
+    return analyse_frames(read_frames(path), str(path))
 
 
 def main(argv: list[str] | None = None) -> int:
