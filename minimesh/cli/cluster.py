@@ -31,8 +31,11 @@ def up(name: str | None, provider: str | None) -> None:
 
     console = Console(stderr=True)
     c = _get(provider, name)
-    with console.status(f"[bold]creating {c.provider} cluster {c.name!r}") as st:
-        result = c.up(progress=lambda msg: st.update(f"[bold]{c.provider} cluster {c.name!r}: {msg}"))  # type: ignore[call-arg]
+    try:
+        with console.status(f"[bold]creating {c.provider} cluster {c.name!r}") as st:
+            result = c.up(progress=lambda msg: st.update(f"[bold]{c.provider} cluster {c.name!r}: {msg}"))  # type: ignore[call-arg]
+    except providers.ProviderError as e:
+        raise click.ClickException(str(e)) from None
     secs = getattr(result, "seconds", None)
     console.print(f"[green]✔[/] cluster [bold]{c.name}[/] ({c.provider}) is ready" + (f" in {secs:.1f}s" if secs else ""))
     console.print(f"  kubeconfig: {c.kubeconfig}   (kubectl context minimesh-{c.name} is now current)")
@@ -56,7 +59,10 @@ def down(name: str | None, provider: str | None, all_: bool) -> None:
             click.echo("no local clusters")
         return
     c = _get(provider, name)
-    removed = c.down()
+    try:
+        removed = c.down()
+    except providers.ProviderError as e:
+        raise click.ClickException(str(e)) from None
     click.echo(f"removed {c.provider} cluster {c.name}" + (f" ({len(removed)} items)" if removed else " (nothing was left)"))
 
 
@@ -65,7 +71,10 @@ def down(name: str | None, provider: str | None, all_: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def status(name: str | None, provider: str | None, as_json: bool) -> None:
     """Show whether the cluster is up and what runs on it."""
-    st = _get(provider, name).status()
+    try:
+        st = _get(provider, name).status()
+    except providers.ProviderError as e:
+        raise click.ClickException(str(e)) from None
     if as_json:
         click.echo(json.dumps(st, indent=2, default=str))
         return
