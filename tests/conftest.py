@@ -25,6 +25,8 @@ sys.path.insert(0, str(SOLVED_ROOT))
 os.environ["PYTHONPATH"] = os.pathsep.join([str(SOLVED_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
 os.environ.setdefault("MINIMESH_REPO", str(REPO))
 os.environ["MINIMESH_SOLVED_ROOT"] = str(SOLVED_ROOT)
+# `python -m ...` run from the checkout would otherwise put the checkout (the starter) first on sys.path.
+os.environ["PYTHONSAFEPATH"] = "1"
 
 import pytest  # noqa: E402
 
