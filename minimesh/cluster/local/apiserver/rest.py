@@ -125,6 +125,7 @@ class Api:
         # Custom-resource schema handling (installed by the CRD module).
         self.custom_prepare: Callable[[ResourceType, Obj, Params, list[str]], None] | None = None
         self.custom_validate: Callable[[ResourceType, Obj], list[E.Cause]] | None = None
+        self.extra_validators: dict[tuple[str, str], Callable[[Obj], list[E.Cause]]] = {}
 
     # ---- helpers -----------------------------------------------------------------------------
     def _key(self, rt: ResourceType) -> str:
@@ -191,6 +192,9 @@ class Api:
         causes = validation.validate(rt.group, rt.kind, rt.namespaced, obj, old)
         if rt.crd and self.custom_validate:
             causes += self.custom_validate(rt, obj)
+        extra = self.extra_validators.get((rt.group, rt.kind))
+        if extra:
+            causes += extra(obj)
         if causes:
             raise E.invalid(rt.kind, rt.group, obj["metadata"].get("name") or "", causes)
 
@@ -208,8 +212,6 @@ class Api:
             obj.pop("status", None)
         elif gk == ("", "Service"):
             obj["status"] = {"loadBalancer": {}}
-        if gk == ("batch", "Job"):
-            defaults.job(obj)
         defaults.apply(rt.group, rt.kind, obj)
         if gk == ("", "Pod"):
             defaults.pod_admission(obj)
@@ -236,11 +238,8 @@ class Api:
         if meta.get("resourceVersion"):
             raise E.internal("resourceVersion should not be set on objects to be created")
         self._field_check(rt, obj, params, warnings)
-        if not meta.get("name") and meta.get("generateName"):
-            meta["name"] = M.generate_name(meta["generateName"])
         name = meta.get("name") or ""
-        if name:
-            self._check_namespace(rt, namespace or "", name)
+        self._check_namespace(rt, namespace or "", name)
         for k in SYSTEM_META:
             meta.pop(k, None)
         meta.pop("managedFields", None)
@@ -253,6 +252,13 @@ class Api:
         attrs = Attributes("CREATE", rt, subresource, namespace or "", name, obj, None, user, params.dry_run, {})
         await self._admit(self.mutating, attrs)
         obj = attrs.obj or obj
+        meta = obj["metadata"]
+        if not meta.get("name") and meta.get("generateName"):
+            # Like the real server, the name is generated after mutating admission: webhooks see "".
+            meta["name"] = M.generate_name(meta["generateName"])
+        name = attrs.name = meta.get("name") or ""
+        if (rt.group, rt.kind) == ("batch", "Job"):
+            defaults.job(obj)  # the generated selector needs the final name and uid (as in the job strategy)
         self._validate(rt, obj, None)
         await self._admit(self.validating, attrs)
         if self.store.get(rt.key, obj["metadata"].get("namespace"), name) is not None:
