@@ -1,0 +1,71 @@
+"""Known HTTP filters by name: how to parse their typed_config (and per-route config) and create them.
+
+Later stages add filters with `register(HttpFilterType(...))` (e.g. envoy.filters.http.rbac).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from minimesh.proxy.config._reader import ConfigError, Node
+from minimesh.proxy.filters.base import FilterEnv, HttpFilter
+
+
+@dataclass(frozen=True)
+class HttpFilterType:
+    name: str  # "envoy.filters.http.fault"
+    type_url: str  # its typed_config @type
+    parse: Callable[[Node], Any]  # typed_config -> config object with to_dict()
+    create: Callable[[Any, FilterEnv], HttpFilter]
+    parse_per_route: Callable[[Node], Any] | None = None  # typed_per_filter_config entry -> config
+    per_route_type_url: str | None = None
+
+
+_TYPES: dict[str, HttpFilterType] = {}
+
+
+def register(t: HttpFilterType) -> None:
+    _TYPES[t.name] = t
+
+
+def _builtin() -> None:
+    import minimesh.proxy.filters  # noqa: F401  (registers the built-in filters)
+
+
+def get(name: str) -> HttpFilterType:
+    _builtin()
+    return _TYPES[name]
+
+
+def known() -> list[str]:
+    _builtin()
+    return sorted(_TYPES)
+
+
+def parse_http_filter(name: str, typed: object, path: str) -> Any:
+    _builtin()
+    t = _TYPES.get(name)
+    if t is None:
+        raise ConfigError(path.rsplit(".", 1)[0], f'unknown http filter "{name}" (known: {", ".join(known())}, '
+                          "envoy.filters.http.router)")
+    node = Node(typed if typed is not None else {}, path)
+    got = node.str("@type", t.type_url)
+    if got != t.type_url:
+        raise node.error(f"filter {name} wants {t.type_url}, got {got}", "@type")
+    return node.done(t.parse)
+
+
+def parse_per_route_config(name: str, typed: object, path: str) -> Any:
+    _builtin()
+    t = _TYPES.get(name)
+    if t is None or t.parse_per_route is None:
+        raise ConfigError(path, f'no per-route config for filter "{name}"'
+                          f" (filters with one: {', '.join(n for n, x in sorted(_TYPES.items()) if x.parse_per_route)})")
+    node = Node(typed, path)
+    want = t.per_route_type_url or t.type_url
+    got = node.str("@type", want)
+    if got != want:
+        raise node.error(f"want {want}, got {got}", "@type")
+    return node.done(t.parse_per_route)
