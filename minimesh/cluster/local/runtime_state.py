@@ -49,7 +49,7 @@ def enter_argv(rec: ContainerExec, argv: list[str]) -> list[str]:
     container's mount, network, UTS and IPC namespaces, its root and working directory.
     """
     cmd = ["nsenter", "-t", str(rec.pid), "-m", "-n", "-u", "-i", f"--wdns={rec.working_dir or '/'}", "-r",
-           "setpriv", f"--reuid={rec.uid}", f"--regid={rec.gid}"]
+           "/usr/bin/setpriv", f"--reuid={rec.uid}", f"--regid={rec.gid}"]
     groups = ",".join(str(g) for g in rec.supplementary_groups)
     cmd.append(f"--groups={groups}" if groups else "--clear-groups")
     if rec.no_new_privs:

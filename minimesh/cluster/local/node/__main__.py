@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
-# Leave the mount namespace `ip netns exec` made while we are still single-threaded (see nsutil).
+import sys
+
+from minimesh.cluster.local.layout import ClusterLayout, LayoutError
 from minimesh.cluster.local.node import nsutil
 
-_JOINED_HOST_MOUNTS = nsutil.join_host_mount_namespace()
+
+def _host_mount_candidates() -> list[int]:
+    """Processes in the host mount namespace: our parent, and the cluster's control plane."""
+    import os
+
+    pids = [os.getppid()]
+    if "--name" in sys.argv[:-1]:
+        try:
+            layout = ClusterLayout.load(sys.argv[sys.argv.index("--name") + 1])
+            pids.append(int(layout.pidfile("controlplane").read_text()))
+        except (LayoutError, OSError, ValueError):
+            pass
+    return pids
+
+
+# Leave the mount namespace `ip netns exec` made while we are still single-threaded (see nsutil).
+_MOUNT_NS = nsutil.join_host_mount_namespace(_host_mount_candidates())
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import logging  # noqa: E402
-
-from minimesh.cluster.local.layout import ClusterLayout  # noqa: E402
 
 
 def main() -> None:
@@ -20,8 +36,7 @@ def main() -> None:
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args()
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not _JOINED_HOST_MOUNTS:
-        logging.getLogger("minimesh.node").info("already in the host mount namespace")
+    logging.getLogger("minimesh.node").info("%s", _MOUNT_NS)
     from minimesh.cluster.local.node.daemon import serve
 
     asyncio.run(serve(ClusterLayout.load(args.name)))

@@ -151,15 +151,15 @@ class NodeStatusReporter:
         except ApiError as e:
             if e.code != 409:
                 raise
-            existing = await self.kube.get(resource_path("v1", "nodes", self.layout.node_name))
+            existing = await self.kube.get(resource_path("v1", "nodes", name=self.layout.node_name))
             self.node_uid = existing["metadata"]["uid"]
-            await self.kube.patch(resource_path("v1", "nodes", self.layout.node_name),
+            await self.kube.patch(resource_path("v1", "nodes", name=self.layout.node_name),
                                   {"metadata": {"labels": node["metadata"]["labels"]}, "spec": node["spec"]})
         await self.report()
         self.registered.set()
 
     async def report(self) -> None:
-        path = resource_path("v1", "nodes", self.layout.node_name)
+        path = resource_path("v1", "nodes", name=self.layout.node_name)
         current = await self.kube.get_or_none(path)
         status = node_status(self.layout, self.capacity, (current or {}).get("status"))
         await self.kube.patch(path + "/status", {"status": status}, "merge")

@@ -123,26 +123,28 @@ def write_sysctl(netns: str | None, key: str, value: str) -> None:
     in_netns(netns, lambda: Path(path).write_text(value))
 
 
-def join_host_mount_namespace() -> bool:
-    """Leave the private mount namespace `ip netns exec` created, for the one of the process that started us.
+def join_host_mount_namespace(candidates: list[int]) -> str:
+    """Leave the private mount namespace `ip netns exec` created, for the host's.
 
     `ip netns exec` runs its command in a new mount namespace that is a slave of the host's, so network
     namespaces and tmpfs volumes this process mounted would be invisible to the host (the API server,
-    `ip netns exec`, tests). `ip netns exec` execs in place, so our parent is in the host mount namespace.
-    Must run while the process is still single-threaded. Returns True when it switched.
+    `ip netns exec`, tests). The host's is the one of `candidates` (pids of processes known to live in
+    it: the process that started us — `ip netns exec` execs in place — and the control plane). Must
+    run while the process is still single-threaded. Returns what happened, for the log.
     """
     me = os.readlink("/proc/self/ns/mnt")
-    ppid = os.getppid()
-    try:
-        parent = os.readlink(f"/proc/{ppid}/ns/mnt")
-    except OSError:
-        return False
-    if parent == me:
-        return False
-    fd = os.open(f"/proc/{ppid}/ns/mnt", os.O_RDONLY)
-    try:
-        setns(fd, CLONE_NEWNS)
-    finally:
-        os.close(fd)
-    os.chdir("/")
-    return True
+    for pid in candidates:
+        try:
+            theirs = os.readlink(f"/proc/{pid}/ns/mnt")
+            fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if theirs == me:
+                return f"already in the host mount namespace (that of pid {pid})"
+            setns(fd, CLONE_NEWNS)
+        finally:
+            os.close(fd)
+        os.chdir("/")
+        return f"joined the host mount namespace (that of pid {pid})"
+    return "WARNING: could not find the host mount namespace; pod namespaces will not be visible on the host"

@@ -146,6 +146,9 @@ class PodWorker:
 
     def adopt(self) -> None:
         """Pick up containers a previous node process started (their shims kept running)."""
+        rec = runtime_state.read_pod_record(self.k.layout.pods_dir, self.uid)
+        if rec and rec.pod_ip:
+            self.sandbox = Sandbox(rec.netns, rec.pod_ip)
         for c in self.crecs.values():
             d = self.cdir(c.name)
             if not d.is_dir():
@@ -161,18 +164,16 @@ class PodWorker:
                     c.exits[n] = ex
             last = max(numbers)
             c.runs = last + 1
+            c.image = self._image(c)
             run = self.k.runtime.adopt(d, last)
             if run is not None:
                 c.run = run
                 if run.exit:
                     c.exits[last] = run.exit
                 else:
-                    c.image = self._image(c)
                     self._spawn(self._watch_exit(c, run))
-                    self._start_probes(c, run)
-        rec = runtime_state.read_pod_record(self.k.layout.pods_dir, self.uid)
-        if rec and rec.pod_ip:
-            self.sandbox = Sandbox(rec.netns, rec.pod_ip)
+                    if self.sandbox:
+                        self._start_probes(c, run)
 
     def _image(self, c: CRec) -> Image | None:
         try:

@@ -49,14 +49,25 @@ def ip_batch(netns: str | None, commands: list[str]) -> None:
         raise SandboxError(f"ip {'-n ' + netns if netns else ''} failed: {proc.stderr.strip() or proc.stdout.strip()}")
 
 
+SERVICE_LINK = "mm-svc"  # a veth with its peer down: ClusterIPs route here, nothing ever leaves
+
+
 def setup_node_network(layout: ClusterLayout) -> None:
-    """Once per node start: the pod gateway address, and routes that keep cluster ranges inside the node."""
+    """Once per node start: the pod gateway address, and routes that keep cluster ranges inside the node.
+
+    ClusterIPs need a route before the nat OUTPUT chain can DNAT locally made packets; it points at a
+    link that goes nowhere, so a ClusterIP without a service is dropped in the node instead of being
+    sent towards the host, and kube-proxy's REJECT still answers for services without endpoints.
+    """
+    have = subprocess.run(["ip", "-n", layout.node_netns, "link", "show", SERVICE_LINK], capture_output=True)
+    cmds = [] if have.returncode == 0 else [f"link add {SERVICE_LINK} type veth peer name {SERVICE_LINK}-peer"]
     ip_batch(layout.node_netns, [
+        *cmds,
+        f"link set {SERVICE_LINK} up",
         f"addr replace {POD_GATEWAY}/32 dev lo",
         # pod IPs that do not exist are unreachable here rather than sent towards the host
         f"route replace unreachable {POD_CIDR}",
-        # ClusterIPs: locally generated packets need a route before the nat OUTPUT chain DNATs them
-        f"route replace {SERVICE_CIDR} dev lo src {POD_GATEWAY}",
+        f"route replace {SERVICE_CIDR} dev {SERVICE_LINK} src {POD_GATEWAY}",
     ])
 
 
