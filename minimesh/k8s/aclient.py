@@ -122,6 +122,7 @@ class AsyncKube:
         self.creds = creds
         self.user_agent = user_agent
         self._session: aiohttp.ClientSession | None = None
+        self._watch_session: aiohttp.ClientSession | None = None
 
     @classmethod
     def from_kubeconfig(cls, path: str | os.PathLike[str], **kw: Any) -> AsyncKube:
@@ -133,23 +134,35 @@ class AsyncKube:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def _new_session(self, limit: int) -> aiohttp.ClientSession:
+        headers = {"User-Agent": self.user_agent, "Accept": "application/json"}
+        if self.creds.token:
+            headers["Authorization"] = f"Bearer {self.creds.token}"
+        return aiohttp.ClientSession(
+            base_url=self.creds.server,
+            headers=headers,
+            connector=aiohttp.TCPConnector(ssl=self.creds.ssl_context(), limit=limit),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+        )
+
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            headers = {"User-Agent": self.user_agent, "Accept": "application/json"}
-            if self.creds.token:
-                headers["Authorization"] = f"Bearer {self.creds.token}"
-            self._session = aiohttp.ClientSession(
-                base_url=self.creds.server,
-                headers=headers,
-                connector=aiohttp.TCPConnector(ssl=self.creds.ssl_context(), limit=32),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
-            )
+            self._session = self._new_session(limit=32)
         return self._session
 
+    @property
+    def watch_session(self) -> aiohttp.ClientSession:
+        """Watches hold their connection for minutes: they get their own pool without a limit, so any
+        number of informers never starves ordinary requests."""
+        if self._watch_session is None or self._watch_session.closed:
+            self._watch_session = self._new_session(limit=0)
+        return self._watch_session
+
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for s in (self._session, self._watch_session):
+            if s is not None:
+                await s.close()
 
     async def request(
         self,
@@ -221,7 +234,7 @@ class AsyncKube:
         }
         if resource_version:
             query["resourceVersion"] = resource_version
-        async with self.session.get(
+        async with self.watch_session.get(
             path, params=query, timeout=aiohttp.ClientTimeout(total=timeout_seconds + 30, sock_read=None)
         ) as resp:
             if resp.status >= 400:
@@ -230,14 +243,28 @@ class AsyncKube:
                     raise ApiError(resp.status, json.loads(text))
                 except json.JSONDecodeError:
                     raise ApiError(resp.status, text) from None
-            async for line in resp.content:
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                if event.get("type") == "ERROR":
-                    status = event.get("object", {})
-                    raise ApiError(int(status.get("code", 500)), status)
-                yield event["type"], event["object"]
+            # Split lines ourselves: aiohttp's line iterator gives up on lines over 128 KiB, and one
+            # watch event is one line (a CRD with a big schema or a large ConfigMap is longer).
+            buf = bytearray()
+            async for chunk in resp.content.iter_any():
+                start = len(buf)
+                buf += chunk
+                while (nl := buf.find(b"\n", start)) >= 0:
+                    line = bytes(buf[:nl])
+                    del buf[: nl + 1]
+                    start = 0
+                    if line.strip():
+                        yield _watch_event(line)
+            if buf.strip():
+                yield _watch_event(bytes(buf))
+
+
+def _watch_event(line: bytes) -> tuple[str, dict[str, Any]]:
+    event = json.loads(line)
+    if event.get("type") == "ERROR":
+        status = event.get("object", {})
+        raise ApiError(int(status.get("code", 500)), status)
+    return event["type"], event["object"]
 
 
 Handler = Callable[[str, dict[str, Any], dict[str, Any] | None], Awaitable[None]]
@@ -326,6 +353,12 @@ class Informer:
                 backoff = min(backoff * 2, 5)
             except (TimeoutError, aiohttp.ClientError, OSError) as e:
                 log.info("watch %s interrupted (%s); retrying in %.1fs", self.path, e, backoff)
+                need_list = True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5)
+            except Exception:
+                # A malformed event or an unexpected answer must not end the informer for good.
+                log.exception("watch %s failed; relisting in %.1fs", self.path, backoff)
                 need_list = True
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5)
