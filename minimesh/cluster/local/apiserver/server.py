@@ -30,6 +30,7 @@ Obj = dict[str, Any]
 PUBLIC_PATHS = ("/version", "/healthz", "/livez", "/readyz")
 ADMIN = User("kubernetes-admin", groups=["system:masters", "system:authenticated"])
 MAX_BODY = 3 * 1024 * 1024
+USER_KEY: Any = web.RequestKey("user", User) if hasattr(web, "RequestKey") else "user"
 
 
 @dataclass
@@ -226,7 +227,7 @@ class ApiServer:
                 user = self.authenticate(request)
                 if user is None:
                     raise E.unauthorized()
-                request["user"] = user
+                request[USER_KEY] = user
             return await handler(request)
         except E.ApiError as err:
             return _error(err)
@@ -359,7 +360,7 @@ class ApiServer:
 
     # ---- resources ---------------------------------------------------------------------------
     def _user(self, request: web.Request) -> User:
-        return request.get("user") or ADMIN
+        return request.get(USER_KEY) or ADMIN
 
     def present(self, rt: ResourceType, obj: Obj) -> Obj:
         return convert.to_version(obj, rt.group, rt.version, rt.kind)
