@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,21 @@ class CgroupManager:
             with contextlib.suppress(OSError):
                 out.update(p.name[3:] for p in root.iterdir() if p.is_dir() and p.name.startswith("pod"))
         return out
+
+    def sweep_stale(self, live_clusters: set[str]) -> None:
+        """Remove the (empty) cgroups of clusters that no longer exist: `cluster down` of a cluster whose
+        containers were killed after its node stopped leaves them behind."""
+        for root in self.roots.values():
+            for d in root.parent.glob("minimesh-*"):
+                with contextlib.suppress(OSError):
+                    if d.name[len("minimesh-"):] in live_clusters or time.time() - d.stat().st_mtime < 60:
+                        continue  # live, or just made by a cluster (or test) with another state dir
+                for sub in sorted(d.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+                    if sub.is_dir():
+                        with contextlib.suppress(OSError):
+                            sub.rmdir()
+                with contextlib.suppress(OSError):
+                    d.rmdir()
 
     def remove_all(self) -> None:
         for uid in self.pods():

@@ -172,6 +172,9 @@ class Kubelet:
                     await self.teardown_pod(uid)
             for ns in self.sandboxes.orphan_netns(set(live)):
                 await asyncio.to_thread(hostnet.delete_netns, ns)
+            from minimesh.cluster.local.layout import existing_clusters
+
+            self.cgroups.sweep_stale(set(existing_clusters()))
             for pod in live.values():
                 self._dispatch("ADDED", pod, adopt=True)
             self.started.set()

@@ -29,4 +29,7 @@ def cleanup_cluster(name: str) -> list[str]:
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.05)
     cg.remove_all()
+    from minimesh.cluster.local.layout import existing_clusters
+
+    cg.sweep_stale({c for c in existing_clusters() if c != name})
     return [f"cgroups of pod {uid}" for uid in pods]
