@@ -137,3 +137,23 @@ def test_dry_run_server_and_wait(cluster: Any, kubectl: Any) -> None:
     kubectl("-n", ns, "create", "-f", "-", stdin=cm.replace("NAME", "real"))
     w = kubectl("-n", ns, "wait", "--for=jsonpath={.data.a}=b", "configmap/real", "--timeout=10s")
     assert "condition met" in w.stdout
+
+
+def test_get_watch_prints_table_rows(cluster: Any, kubectl: Any) -> None:
+    import time
+
+    ns = cluster.namespace("kgw")
+    kubectl("-n", ns, "get", "cm")  # warm the discovery cache
+    proc = subprocess.Popen(["kubectl", "--kubeconfig", str(cluster.kubeconfig), "--cache-dir", str(cluster.dir / "kubectl-cache"),
+                             "-n", ns, "get", "cm", "-w", "--output-watch-events"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        kubectl("-n", ns, "create", "-f", "-", stdin="apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: watched\ndata:\n  a: b\n")
+        kubectl("-n", ns, "delete", "cm", "watched")
+        time.sleep(1.5)
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=10)
+    rows = [line.split() for line in out.splitlines()]
+    assert rows[0] == ["EVENT", "NAME", "DATA", "AGE"], (out, err)
+    assert [r[:3] for r in rows[1:]] == [["ADDED", "watched", "1"], ["DELETED", "watched", "1"]]

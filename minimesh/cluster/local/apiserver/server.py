@@ -175,7 +175,11 @@ class ApiServer:
         port = self.listen[0][1]
         for host, p in self.listen:
             site = web.TCPSite(self._runner, host, p or port, ssl_context=ctx, reuse_address=True, backlog=512)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as e:
+                await self.stop()
+                raise OSError(e.errno, f"the API server cannot listen on {host}:{p or port}: {e.strerror}") from None
             if not port:
                 server = site._server
                 port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
