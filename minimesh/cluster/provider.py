@@ -91,6 +91,29 @@ def get(provider: str | None = None, name: str | None = None) -> Cluster:
     raise ProviderError(f"unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}")
 
 
+def _from_kube_context() -> tuple[str, str] | None:
+    """(provider, name) from kubectl's current context, when it is one minimesh created."""
+    import yaml
+
+    from minimesh.cluster.local.kubeconfig import user_kubeconfig
+
+    try:
+        ctx = (yaml.safe_load(user_kubeconfig().read_text()) or {}).get("current-context") or ""
+    except (OSError, yaml.YAMLError):
+        return None
+    if ctx.startswith("minimesh-"):
+        return "local", ctx.removeprefix("minimesh-")
+    if ctx.startswith("kind-"):
+        return "kind", ctx.removeprefix("kind-")
+    return None
+
+
 def current() -> Cluster:
-    """The cluster selected by MINIMESH_PROVIDER / MINIMESH_CLUSTER (defaults: local, "minimesh")."""
+    """The cluster to use: MINIMESH_PROVIDER / MINIMESH_CLUSTER when set, else the cluster that kubectl's
+    current context points at (`minimesh cluster up` makes it current, as kind does), else local "minimesh"."""
+    if os.environ.get("MINIMESH_CLUSTER") or os.environ.get("MINIMESH_PROVIDER"):
+        return get()
+    found = _from_kube_context()
+    if found:
+        return get(*found)
     return get()
