@@ -51,6 +51,7 @@ class Controller:
         self.kube = ctx.kube
         self.queue = WorkQueue(self.name)
         self.workers = ctx.options.workers
+        self.clock = ctx.clock  # per controller, so a test can move one controller's time
 
     # subclasses ---------------------------------------------------------------------------------------
     def stores(self) -> list[Store]:
@@ -65,7 +66,7 @@ class Controller:
 
     # loop ---------------------------------------------------------------------------------------------
     def now(self) -> datetime:
-        return self.ctx.clock()
+        return self.clock()
 
     async def wait_caches(self) -> None:
         await self.ctx.informers.wait_synced(*self.stores(), timeout=self.ctx.options.cache_sync_timeout)
