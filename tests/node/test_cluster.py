@@ -270,6 +270,8 @@ def test_probes_drive_readiness_and_liveness_restarts(cluster) -> None:
          "livenessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1, "failureThreshold": 2}},
         {"name": "never-ready", "image": "busybox", "command": ["sleep", "3600"],
          "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8081}, "periodSeconds": 1}},
+        {"name": "never-started", "image": "busybox", "command": ["sleep", "3600"],
+         "startupProbe": {"exec": {"command": ["false"]}, "periodSeconds": 1, "failureThreshold": 2}},
     ]))
     p = wait("liveness restart", lambda: (x := api.pod(name)) and cstatus(x, "alive").get("restartCount", 0) >= 1 and x, timeout=60)
     assert cstatus(p, "alive")["lastState"]["terminated"]["exitCode"] == 137 or \
@@ -278,6 +280,10 @@ def test_probes_drive_readiness_and_liveness_restarts(cluster) -> None:
     events = [e for e in api.req("GET", "/api/v1/namespaces/default/events")["items"] if e["involvedObject"]["name"] == name]
     assert any(e["reason"] == "Killing" and "failed liveness probe, will be restarted" in e["message"] for e in events)
     assert any(e["reason"] == "Unhealthy" and e["message"].startswith("Readiness probe failed: Get \"http://") for e in events)
+    p = wait("startup probe restart", lambda: (x := api.pod(name)) and cstatus(x, "never-started").get("restartCount", 0) >= 1 and x)
+    assert cstatus(p, "never-started")["started"] is False
+    events = [e for e in api.req("GET", "/api/v1/namespaces/default/events")["items"] if e["involvedObject"]["name"] == name]
+    assert any(e["reason"] == "Killing" and "failed startup probe" in e["message"] for e in events)
     delete(api, name)
 
 
@@ -349,6 +355,38 @@ def test_configmap_volume_follows_updates(cluster) -> None:
     api.req("PATCH", f"/api/v1/namespaces/default/configmaps/{cm}", {"data": {"greeting": "bonjour"}},
             ctype="application/merge-patch+json")
     wait("updated file", lambda: pod_exec(layout, p, "app", ["cat", "/cfg/greeting"]).stdout == "bonjour", timeout=20)
+    delete(api, name)
+
+
+def test_hooks_and_graceful_deletion(cluster, tmp_path) -> None:
+    _, api = cluster
+    name = uniq("hooks")
+    api.create(pod(name, [{
+        "name": "app", "image": "busybox",
+        "command": ["sh", "-c", "trap 'echo got-TERM >> /host/trail; exit 0' TERM; while true; do sleep 0.1; done"],
+        "lifecycle": {"postStart": {"exec": {"command": ["sh", "-c", "echo post-start >> /host/trail"]}},
+                      "preStop": {"exec": {"command": ["sh", "-c", "echo pre-stop >> /host/trail"]}}},
+        "volumeMounts": [{"name": "host", "mountPath": "/host"}]}],
+        volumes=[{"name": "host", "hostPath": {"path": str(tmp_path), "type": "Directory"}}]))
+    wait("running", lambda: (x := api.pod(name)) and cond(x, "Ready") == "True" and x)
+    delete(api, name)
+    wait("pod deleted", lambda: api.pod(name) is None, timeout=30)
+    assert (tmp_path / "trail").read_text().split() == ["post-start", "pre-stop", "got-TERM"]
+
+
+def test_changing_the_image_restarts_the_container(cluster) -> None:
+    _, api = cluster
+    name = uniq("setimg")
+    api.create(pod(name, [{"name": "app", "image": "busybox", "command": ["sleep", "3600"]}]))
+    wait("running", lambda: (x := api.pod(name)) and cond(x, "Ready") == "True" and x)
+    api.req("PATCH", f"/api/v1/namespaces/default/pods/{name}",
+            {"spec": {"containers": [{"name": "app", "image": "busybox:1.36"}]}},
+            ctype="application/strategic-merge-patch+json")
+    p = wait("restarted with the new image", lambda: (x := api.pod(name)) and cstatus(x, "app").get("restartCount") == 1
+             and cstatus(x, "app").get("state", {}).get("running") and x)
+    assert cstatus(p, "app")["image"] == "docker.io/library/busybox:1.36"
+    events = [e for e in api.req("GET", "/api/v1/namespaces/default/events")["items"] if e["involvedObject"]["name"] == name]
+    assert any(e["reason"] == "Killing" and "definition changed" in e["message"] for e in events)
     delete(api, name)
 
 

@@ -119,3 +119,21 @@ def test_qos_class() -> None:
     assert qos_class({"containers": [{"name": "a", "resources": g}, {"name": "b", "resources": b}]}) == "Burstable"
     assert qos_class({"containers": [{"name": "a", "resources": {"requests": {"cpu": "0.1", "memory": "64Mi"},
                                                                   "limits": {"cpu": "100m", "memory": "64Mi"}}}]}) == "Guaranteed"
+
+
+def test_probe_thresholds() -> None:
+    from minimesh.cluster.local.node.probes import ProbeSpec, ProbeState
+
+    startup = ProbeState(ProbeSpec("startup", {"failureThreshold": 2}))
+    assert startup.result is None
+    assert not startup.observe(False) and startup.result is None
+    assert startup.observe(False) and startup.result is False  # -> the kubelet kills the container
+    ready = ProbeState(ProbeSpec("readiness", {"successThreshold": 2, "failureThreshold": 1}))
+    assert ready.result is False
+    assert not ready.observe(True)
+    assert ready.observe(True) and ready.result is True
+    assert ready.observe(False) and ready.result is False
+    live = ProbeState(ProbeSpec("liveness", {}))
+    assert live.result is True
+    assert not live.observe(False) and not live.observe(False)
+    assert live.observe(False) and live.result is False  # default failureThreshold 3

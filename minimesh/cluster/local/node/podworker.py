@@ -61,6 +61,8 @@ class CRec:
     unhealthy: bool = False
     stopping: bool = False
     finished: float = 0.0  # wall time of the last exit (back-off is counted from it)
+    run_image: str = ""  # the image reference the current run was started from
+    kill_reason: str = ""
     probes: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     probe_workers: dict[str, ProbeWorker] = field(default_factory=dict)
 
@@ -165,6 +167,7 @@ class PodWorker:
             last = max(numbers)
             c.runs = last + 1
             c.image = self._image(c)
+            c.run_image = c.spec.get("image", "")
             run = self.k.runtime.adopt(d, last)
             if run is not None:
                 c.run = run
@@ -265,22 +268,30 @@ class PodWorker:
         if refresh:
             wake.append(refresh)
 
-        # containers
+        # containers; an image changed in the pod spec (`kubectl set image`) restarts the container
+        for c in self.crecs.values():
+            if c.running and c.run_image and c.spec.get("image") != c.run_image and not c.stopping:
+                c.unhealthy, c.kill_reason = True, "definition changed"
         views = {c.name: c.view() for c in self.crecs.values()}
         plan = podlogic.plan(spec, views)
+        if plan.terminal:
+            # Finished: stop the sidecars (last started first) before reporting the terminal phase, so
+            # a Succeeded pod never shows a running container.
+            await self._finish_terminal()
+            self.terminal = plan.terminal
+            await self.push_status()
+            return None
         for name, why in plan.kill:
             c = self.crecs[name]
             c.stopping = True
             grace = self._grace_for_kill(c, why)
-            if why == "unhealthy":
+            if why == "unhealthy" and c.kill_reason:
+                self.event("Normal", "Killing", f"Container {name} {c.kill_reason}, will be restarted", c)
+            elif why == "unhealthy":
                 self.event("Normal", "Killing", f"Container {name} failed {self._failed_probe(c)} probe, will be restarted", c)
             else:
                 self.event("Normal", "Killing", f"Stopping container {name}", c)
             self._spawn(self._kill(c, grace))
-        if plan.terminal:
-            self.terminal = plan.terminal
-            if not plan.kill:
-                await self._finish_terminal()
         for name in plan.start:
             c = self.crecs[name]
             due = await self._start(c, ctx, volumes, paths)
@@ -396,6 +407,8 @@ class PodWorker:
         # a new run: fresh probe state
         self._stop_probes(c)
         c.started = c.ready = c.unhealthy = c.stopping = False
+        c.kill_reason = ""
+        c.run_image = image_ref
         c.waiting = None
         c.runs = run_no + 1
         prev_run = c.run
@@ -534,7 +547,7 @@ class PodWorker:
         return float(self.pod.get("spec", {}).get("terminationGracePeriodSeconds", 30))
 
     def _grace_for_kill(self, c: CRec, why: str) -> float:
-        if why == "unhealthy":
+        if why == "unhealthy" and not c.kill_reason:
             kind = self._failed_probe(c)
             probe = c.spec.get(f"{kind}Probe") or {}
             if probe.get("terminationGracePeriodSeconds") is not None:

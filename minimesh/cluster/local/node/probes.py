@@ -50,13 +50,13 @@ class ProbeSpec:
 class ProbeState:
     """Consecutive-result thresholds. `result` is the probe's verdict: True, False, or None (not yet).
 
-    Initial verdicts are the kubelet's: readiness and startup start False (not ready, not started),
-    liveness starts True (alive until proven otherwise).
+    Initial verdicts are the kubelet's: readiness starts False (not ready), liveness True (alive until
+    proven otherwise), startup unknown (None) until it succeeds or fails failureThreshold times.
     """
 
     def __init__(self, spec: ProbeSpec):
         self.spec = spec
-        self.result: bool | None = spec.kind == "liveness"
+        self.result: bool | None = {"liveness": True, "readiness": False}.get(spec.kind)
         self.successes = 0
         self.failures = 0
 
