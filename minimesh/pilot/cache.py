@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from envoy.service.discovery.v3 import discovery_pb2
 
@@ -54,11 +54,24 @@ def encode(type_url: str, data: dict[str, Any]) -> Resource:
     return Resource(type_url, xr.resource_name(message), _RESOURCES_TAG + _varint(len(payload)) + payload)
 
 
-def encode_response(version: str, type_url: str, nonce: str, resources: Sequence[Resource]) -> bytes:
+class Generated(NamedTuple):
+    """The resources of one type for a group of proxies with the same view, and their encoded fields."""
+
+    resources: tuple[Resource, ...]
+    body: bytes  # the concatenated `resources` fields of a DiscoveryResponse
+
+    @classmethod
+    def of(cls, resources: Sequence[Resource]) -> Generated:
+        return cls(tuple(resources), b"".join(r.field for r in resources))
+
+
+def encode_response(version: str, type_url: str, nonce: str, body: bytes | Sequence[Resource]) -> bytes:
     """A serialized DiscoveryResponse: the scalar fields by protobuf, the resources by concatenation
-    (protobuf parses fields in any order and concatenated messages merge)."""
+    (protobuf parses fields in any order, and concatenated messages merge)."""
+    if not isinstance(body, bytes):
+        body = b"".join(r.field for r in body)
     head = discovery_pb2.DiscoveryResponse(version_info=version, type_url=type_url, nonce=nonce).SerializeToString()
-    return head + b"".join(r.field for r in resources)
+    return head + body
 
 
 class ResourceCache:

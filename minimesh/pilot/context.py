@@ -54,12 +54,16 @@ class PushContext:
         return self.pods.get((proxy.namespace, proxy.pod))
 
     def scope(self, proxy: Proxy) -> Scope:
-        sc = sidecars.select_sidecar(self.sidecars, proxy)
-        key = ("scope", proxy.namespace, sc)
-        found = self._memo.get(key)
+        by_labels = ("scope-of", proxy.namespace, proxy.labels)  # the Sidecar depends on nothing else
+        found = self._memo.get(by_labels)
         if found is None:
-            visible = tuple(sidecars.visible_services(self.services, sc, proxy.namespace))
-            found = self._memo[key] = Scope(proxy.namespace, sc, visible, frozenset(s.key for s in visible))
+            sc = sidecars.select_sidecar(self.sidecars, proxy)
+            key = ("scope", proxy.namespace, sc)  # proxies of many workloads share one Sidecar's scope
+            found = self._memo.get(key)
+            if found is None:
+                visible = tuple(sidecars.visible_services(self.services, sc, proxy.namespace))
+                found = self._memo[key] = Scope(proxy.namespace, sc, visible, frozenset(s.key for s in visible))
+            self._memo[by_labels] = found
         return found  # type: ignore[no-any-return]
 
     def cluster_index(self) -> dict[str, tuple[Service, ServicePort]]:

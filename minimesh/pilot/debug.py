@@ -68,13 +68,12 @@ def config_dump(discovery: DiscoveryServer, proxy_id: str) -> dict[str, Any] | N
     conn = max(matches, key=lambda c: c.connected_at)
     configs = []
     for type_url in xr.PUSH_ORDER:
-        held = conn.sent.get(type_url)
         w = conn.watched.get(type_url)
-        if held is None or w is None:
+        if type_url not in conn.sent or w is None:
             continue
         kind, list_key, item_key = _DUMP[type_url]
         items = []
-        for r in held.values():
+        for r in conn.holds(type_url):
             body = {"@type": type_url, **xr.to_dict(r.message())}
             entry: dict[str, Any] = {"version_info": w.version_sent}
             if type_url == xr.LISTENER_TYPE:

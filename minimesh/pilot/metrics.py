@@ -35,8 +35,6 @@ class Metrics:
         self.debounce = Histogram("pilot_debounce_time", "Seconds changes waited in the debouncer before a push.",
                                   buckets=TIME_BUCKETS, registry=r)
         self.triggers = Counter("pilot_push_triggers", "Changes that triggered a push, by type.", ["type"], registry=r)
-        self.push_time = Histogram("pilot_xds_push_time", "Seconds to generate and send one response, by type.",
-                                   ["type"], buckets=TIME_BUCKETS, registry=r)
         self.full_pushes = Counter("pilot_full_pushes", "Push rounds that regenerated all config (not EDS only).",
                                    registry=r)
 

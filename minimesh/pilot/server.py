@@ -15,7 +15,7 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
@@ -23,7 +23,7 @@ from envoy.service.discovery.v3 import discovery_pb2
 from grpc import aio
 
 from minimesh.pilot import ads, convert, translate
-from minimesh.pilot.cache import Resource, ResourceCache, encode_response
+from minimesh.pilot.cache import Generated, Resource, ResourceCache, encode_response
 from minimesh.pilot.connection import Connection, Convergence
 from minimesh.pilot.context import PushContext
 from minimesh.pilot.metrics import Metrics
@@ -53,10 +53,14 @@ class DiscoveryServer:
         self._nonces = itertools.count(1)
         self._nonce_prefix = secrets.token_hex(4)
         self.ctx: PushContext = self.store.snapshot(self._next_version())
+        self._type_metrics = {t: (self.metrics.pushes.labels(xr.short_name(t)),
+                                  self.metrics.config_size.labels(xr.short_name(t))) for t in xr.PUSH_ORDER}
         self.synced = False  # the watches have listed everything once (see /ready)
         self._kick: asyncio.Event | None = None
         self._debounce_task: asyncio.Task[None] | None = None
         self.pushes = 0  # push rounds (after debounce)
+        # Called with (connection, seconds) when a proxy has ACKed a whole push (benchmarks, tests).
+        self.on_converged: Callable[[Connection, float], None] | None = None
 
     # ---- change feed (call on the event loop) ------------------------------------------------
 
@@ -174,7 +178,8 @@ class DiscoveryServer:
         self.connections[conn.id] = conn
         self.metrics.connected.set(len(self.connections))
         log.info("pilot: ADS connect %s from %s", conn.id, conn.peer)
-        conn.enqueue_request(first)
+        if self._on_request(conn, first):
+            conn.respond(first.type_url)
         receiver = asyncio.get_running_loop().create_task(self._receive(reader, conn))
         try:
             await self._serve(conn, context)
@@ -185,38 +190,41 @@ class DiscoveryServer:
             log.info("pilot: ADS disconnect %s", conn.id)
 
     async def _receive(self, reader: Any, conn: Connection) -> None:
+        """Requests are bookkeeping (handled here, at once); only those that ask for config go to the
+        connection's writer task."""
         try:
             async for request in reader:
-                conn.enqueue_request(request)
+                if self._on_request(conn, request):
+                    conn.respond(request.type_url)
         except (asyncio.CancelledError, aio.AioRpcError, grpc.RpcError):
             pass
         finally:
             conn.close()
 
     async def _serve(self, conn: Connection, context: aio.ServicerContext) -> None:
+        """The connection's writer: answers subscriptions, then sends the pending push, until closed."""
         while True:
             await conn.wake.wait()
             conn.wake.clear()
-            while conn.requests:
-                await self._on_request(conn, context, conn.requests.popleft())
+            while conn.responses:
+                await self._send(conn, context, conn.responses.popleft())
             if conn.closed:
                 return
             if conn.pending_push is not None:
                 request, conn.pending_push = conn.pending_push, None
                 await self._push_connection(conn, context, request)
 
-    async def _on_request(self, conn: Connection, context: aio.ServicerContext,
-                          request: discovery_pb2.DiscoveryRequest) -> None:
+    def _on_request(self, conn: Connection, request: discovery_pb2.DiscoveryRequest) -> bool:
+        """Classify and record one request; True when it must be answered with config."""
         type_url = request.type_url
         if type_url not in xr.MESSAGE_CLASSES:
             log.warning("pilot: %s asked for unsupported type %r; ignored", conn.id, type_url)
-            return
+            return False
         watched = conn.watched.get(type_url)
         decision = ads.classify(request, watched)
-        short = xr.short_name(type_url)
         if decision is ads.Decision.STALE:
-            self.metrics.expired_nonce.labels(short).inc()
-            return
+            self.metrics.expired_nonce.labels(xr.short_name(type_url)).inc()
+            return False
         if decision is ads.Decision.NEW:
             watched = conn.watched[type_url] = ads.WatchedResource(type_url, tuple(request.resource_names))
             conn.subscribed_with[type_url] = (request.version_info, request.response_nonce)
@@ -224,19 +232,18 @@ class DiscoveryServer:
             assert watched is not None
             ads.record(watched, request, decision)
         if decision is ads.Decision.NACK:
-            self.metrics.rejects.labels(short).inc()
-            log.warning("pilot: %s rejected %s version %s: %s", conn.id, short, request.version_info,
-                        watched.last_error)
-        if decision in (ads.Decision.ACK, ads.Decision.NACK, ads.Decision.RESUBSCRIBE):
+            self.metrics.rejects.labels(xr.short_name(type_url)).inc()
+            log.warning("pilot: %s rejected %s version %s: %s", conn.id, xr.short_name(type_url),
+                        request.version_info, watched.last_error)
+        if decision is not ads.Decision.NEW:
             self._settled(conn, request.response_nonce)
-        if decision.respond:
-            await self._send(conn, context, type_url)
+        return decision.respond
 
     async def _push_connection(self, conn: Connection, context: aio.ServicerContext, request: PushRequest) -> None:
         # A push that supersedes one still waiting for ACKs keeps the older change time: convergence is
         # "change seen -> the proxy ACKed config that includes it".
         start = min(request.start, conn.convergence.start) if conn.convergence else request.start
-        conn.convergence = Convergence(start)
+        tracking = conn.convergence = Convergence(start)
         conn.pushes += 1
         if request.full:
             for type_url in xr.PUSH_ORDER:
@@ -246,41 +253,50 @@ class DiscoveryServer:
             names = [n for n in conn.watched[xr.ENDPOINT_TYPE].names if n in request.clusters]
             if names:
                 await self._send(conn, context, xr.ENDPOINT_TYPE, only=names, track=True)
-        if not conn.convergence.nonces:
-            conn.convergence = None
+        tracking.writing = False
+        if conn.convergence is tracking and not tracking.nonces:
+            self._converged(conn, tracking)
 
     def _settled(self, conn: Connection, nonce: str) -> None:
-        pending = conn.convergence
-        if pending is not None and nonce in pending.nonces:
-            pending.nonces.discard(nonce)
-            if not pending.nonces:
-                self.metrics.convergence.observe(time.monotonic() - pending.start)
-                conn.convergence = None
+        """An ACK or NACK of `nonce`: maybe the last answer the current push was waiting for."""
+        tracking = conn.convergence
+        if tracking is not None and nonce in tracking.nonces:
+            tracking.nonces.discard(nonce)
+            if not tracking.nonces and not tracking.writing:
+                self._converged(conn, tracking)
+
+    def _converged(self, conn: Connection, tracking: Convergence) -> None:
+        conn.convergence = None
+        if not tracking.sent:
+            return  # nothing was pushed to this proxy
+        seconds = time.monotonic() - tracking.start
+        self.metrics.convergence.observe(seconds)
+        if self.on_converged is not None:
+            self.on_converged(conn, seconds)
 
     async def _send(self, conn: Connection, context: aio.ServicerContext, type_url: str, *,
                     only: list[str] | None = None, track: bool = False) -> None:
         """Generate `type_url` for this proxy from the current snapshot and write the response."""
-        began = time.perf_counter()
         ctx = self.ctx
         watched = conn.watched[type_url]
-        resources = self.generate(ctx, conn.proxy, type_url, watched.names if only is None else tuple(only))
+        generated = self.generate(ctx, conn.proxy, type_url, watched.names if only is None else tuple(only))
         nonce = f"{self._nonce_prefix}-{next(self._nonces)}"
-        body = encode_response(ctx.version, type_url, nonce, resources)
+        body = encode_response(ctx.version, type_url, nonce, generated.body)
         watched.nonce_sent, watched.version_sent = nonce, ctx.version
         if track and conn.convergence is not None:
             conn.convergence.nonces.add(nonce)
-        held = conn.sent.setdefault(type_url, {})
-        if only is None or type_url in xr.WILDCARD_TYPES:
-            held.clear()
-        held.update((r.name, r) for r in resources)
+            conn.convergence.sent += 1
+        if only is None:
+            conn.sent[type_url] = (generated.resources, {})
+        else:  # an incremental EDS response updates some of what the proxy holds
+            conn.sent.setdefault(type_url, ((), {}))[1].update((r.name, r) for r in generated.resources)
         conn.last_ctx = ctx
-        short = xr.short_name(type_url)
+        pushes, sizes = self._type_metrics[type_url]
         await context.write(body)
-        self.metrics.pushes.labels(short).inc()
-        self.metrics.config_size.labels(short).observe(len(body))
-        self.metrics.push_time.labels(short).observe(time.perf_counter() - began)
+        pushes.inc()
+        sizes.observe(len(body))
 
-    def generate(self, ctx: PushContext, proxy: Proxy, type_url: str, names: tuple[str, ...]) -> list[Resource]:
+    def generate(self, ctx: PushContext, proxy: Proxy, type_url: str, names: tuple[str, ...]) -> Generated:
         """The resources of one type for one proxy, shared between proxies with the same view."""
         scope = ctx.scope(proxy)
         if type_url == xr.ENDPOINT_TYPE:
@@ -301,8 +317,19 @@ class DiscoveryServer:
             out = translate.build_listeners(ctx, proxy, make)
         else:
             out = translate.build_routes(ctx, proxy, names, make)
-        ctx._memo[key] = out
-        return out
+        generated = ctx._memo[key] = Generated.of(out)
+        return generated
+
+    def proxy_config(self, proxy: Proxy, ctx: PushContext | None = None) -> dict[str, list[Resource]]:
+        """Everything `proxy` would hold after a full sync (all four types), as the server encodes it."""
+        ctx = ctx or self.ctx
+        eds_names, rds_names = translate.subscriptions(ctx, proxy)
+        return {
+            xr.CLUSTER_TYPE: list(self.generate(ctx, proxy, xr.CLUSTER_TYPE, ()).resources),
+            xr.ENDPOINT_TYPE: list(self.generate(ctx, proxy, xr.ENDPOINT_TYPE, tuple(eds_names)).resources),
+            xr.LISTENER_TYPE: list(self.generate(ctx, proxy, xr.LISTENER_TYPE, ()).resources),
+            xr.ROUTE_TYPE: list(self.generate(ctx, proxy, xr.ROUTE_TYPE, tuple(rds_names)).resources),
+        }
 
     # ---- helpers -----------------------------------------------------------------------------
 

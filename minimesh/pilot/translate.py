@@ -120,11 +120,17 @@ def build_routes(ctx: PushContext, proxy: Proxy, names: Iterable[str], make: Mak
     return out
 
 
-def translate(ctx: PushContext, proxy: Proxy, make: Make = plain) -> dict[str, list[Any]]:
-    """The whole config of one proxy, by type URL (what it holds after CDS, EDS, LDS and RDS)."""
+def subscriptions(ctx: PushContext, proxy: Proxy) -> tuple[list[str], list[str]]:
+    """The EDS and RDS names a proxy will ask for once it has its clusters and listeners."""
     ports = outbound_ports(ctx.scope(proxy))
     eds_names = [xr.outbound_cluster_name(p.port, s.hostname) for s, p, _ in ports]
     rds_names = sorted({xr.route_config_name(p.port) for _, p, proto in ports if proto.is_http}, key=int)
+    return eds_names, rds_names
+
+
+def translate(ctx: PushContext, proxy: Proxy, make: Make = plain) -> dict[str, list[Any]]:
+    """The whole config of one proxy, by type URL (what it holds after CDS, EDS, LDS and RDS)."""
+    eds_names, rds_names = subscriptions(ctx, proxy)
     return {
         xr.CLUSTER_TYPE: build_clusters(ctx, proxy, make),
         xr.ENDPOINT_TYPE: build_load_assignments(ctx, eds_names, make),

@@ -75,7 +75,7 @@ class AdsClient:
         self._connect_timeout = connect_timeout
         self._stream: GrpcStream | None = None
         self._task: asyncio.Task[None] | None = None
-        self._changed = asyncio.Condition()
+        self._waiters: list[asyncio.Future[None]] = []  # wait_until() callers, woken on every change
         self.connected = False
         self.connects = 0  # successful stream opens
         self.last_error: str | None = None  # why the last stream ended
@@ -110,14 +110,20 @@ class AdsClient:
                 if self._stream is not None:
                     await self._stream.close()
                     self._stream = None
-                await self._notify()
+                self._notify()
             await asyncio.sleep(self._backoff.next_delay())
 
     async def wait_until(self, predicate: Callable[[AdsClient], bool], timeout: float) -> None:
         """Block until `predicate(self)` holds (checked after every response and reconnect)."""
         async def waiter() -> None:
-            async with self._changed:
-                await self._changed.wait_for(lambda: predicate(self))
+            while not predicate(self):
+                fut = asyncio.get_running_loop().create_future()
+                self._waiters.append(fut)
+                try:
+                    await fut
+                finally:
+                    if fut in self._waiters:
+                        self._waiters.remove(fut)
 
         await asyncio.wait_for(waiter(), timeout)
 
@@ -130,13 +136,18 @@ class AdsClient:
         )
         self.connected = True
         self.connects += 1
-        await self._send(stream, self.state.connected())
-        await self._notify()
+        await stream.send_many([r.SerializeToString() for r in self.state.connected()])
+        self._notify()
         while True:
-            response = DiscoveryResponse.FromString(await stream.recv())
+            # Handle every response that has arrived, then send all the ACKs/NACKs in one write.
+            replies: list[DiscoveryRequest] = []
+            payload: bytes | None = await stream.recv()
+            while payload is not None:
+                replies += await self._handle(DiscoveryResponse.FromString(payload))
+                payload = stream.recv_nowait()
             self._backoff.reset()
-            await self._send(stream, await self._handle(response))
-            await self._notify()
+            await stream.send_many([r.SerializeToString() for r in replies])
+            self._notify()
 
     async def _handle(self, response: DiscoveryResponse) -> list[DiscoveryRequest]:
         try:
@@ -163,10 +174,8 @@ class AdsClient:
         if inspect.isawaitable(result):
             await result
 
-    async def _send(self, stream: GrpcStream, requests: list[DiscoveryRequest]) -> None:
-        for req in requests:
-            await stream.send(req.SerializeToString())
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+    def _notify(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from google.rpc import status_pb2
 
 from minimesh.xds import resources as xr
@@ -60,6 +60,7 @@ class Update:
     version: str
     nonce: str
     resources: tuple[Message, ...]  # every resource of the type the proxy would have after applying
+    names: tuple[str, ...] = ()  # their names, in the same order
 
 
 class AdsState:
@@ -84,41 +85,44 @@ class AdsState:
         return out
 
     def receive(self, response: DiscoveryResponse) -> Update:
-        sub = self.subscriptions.get(response.type_url)
+        type_url = response.type_url
+        sub = self.subscriptions.get(type_url)
         if sub is None:
-            raise ResponseError(f"response for {response.type_url!r}, which this client never subscribed to")
+            raise ResponseError(f"response for {type_url!r}, which this client never subscribed to")
         sub.responses += 1
-        decoded: list[Message] = []
-        names: set[str] = set()
+        short = xr.short_name(type_url)
+        cls = xr.message_class(type_url)
+        name_field = "cluster_name" if type_url == xr.ENDPOINT_TYPE else "name"
+        decoded: dict[str, Message] = {}
         for i, packed in enumerate(response.resources):
+            if packed.type_url != type_url:
+                raise ResponseError(f"resources[{i}]: a {packed.type_url!r} in a response for {type_url!r}")
             try:
-                message = xr.unpack(packed, response.type_url)
-            except xr.ResourceError as e:
-                raise ResponseError(f"resources[{i}]: {e}") from None
-            name = xr.resource_name(message)
+                message = cls.FromString(packed.value)
+            except DecodeError as e:
+                raise ResponseError(f"resources[{i}]: {short} resource: cannot decode: {e}") from None
+            name = getattr(message, name_field)
             if not name:
-                raise ResponseError(f"resources[{i}]: {xr.short_name(response.type_url)} resource without a name")
-            if name in names:
-                raise ResponseError(f"resources[{i}]: duplicate {xr.short_name(response.type_url)} resource {name!r}")
-            names.add(name)
-            decoded.append(message)
+                raise ResponseError(f"resources[{i}]: {short} resource without a name")
+            if name in decoded:
+                raise ResponseError(f"resources[{i}]: duplicate {short} resource {name!r}")
+            decoded[name] = message
         if sub.names is None:
             candidate = decoded  # wildcard: the response is the whole set
         else:
+            # Merge into what we hold; resources we did not ask for are ignored, as Envoy does.
+            candidate = dict(sub.resources)
             wanted = set(sub.names)
-            merged = dict(sub.resources)
-            for m in decoded:
-                if xr.resource_name(m) in wanted:  # unrequested resources are ignored, as Envoy does
-                    merged[xr.resource_name(m)] = m
-            candidate = list(merged.values())
-        return Update(response.type_url, response.version_info, response.nonce, tuple(candidate))
+            candidate.update((n, m) for n, m in decoded.items() if n in wanted)
+        return Update(type_url, response.version_info, response.nonce, tuple(candidate.values()),
+                      tuple(candidate))
 
     def accept(self, update: Update) -> list[DiscoveryRequest]:
         """The update is applied: remember it, ACK it, and follow subscriptions it implies."""
         sub = self.subscriptions[update.type_url]
         sub.acked_version = update.version
         sub.nonce = update.nonce
-        sub.resources = {xr.resource_name(m): m for m in update.resources}
+        sub.resources = dict(zip(update.names, update.resources, strict=True))
         sub.last_error = None
         out = [self._request(sub, version=update.version)]
         follow = self._follow(update)

@@ -91,7 +91,13 @@ class GrpcStream:
         return stream
 
     async def send(self, payload: bytes) -> None:
-        data = memoryview(encode_message(payload))
+        await self.send_many([payload])
+
+    async def send_many(self, payloads: list[bytes]) -> None:
+        """Send messages in order, flushed with as few writes as flow control allows."""
+        if not payloads:
+            return
+        data = memoryview(b"".join(encode_message(p) for p in payloads))
         while data:
             self._raise_if_closed()
             try:
@@ -100,20 +106,25 @@ class GrpcStream:
                 raise StreamClosed(StatusCode.UNAVAILABLE, "stream closed by the server") from None
             size = min(window, self._conn.max_outbound_frame_size, len(data))
             if size <= 0:
+                await self._flush()  # what fits is on its way; wait for the server to open the window
                 self._window.clear()
-                await self._wait(self._window)
+                await self._window.wait()
                 continue
             self._conn.send_data(self._sid, bytes(data[:size]))
             data = data[size:]
-            await self._flush()
+        await self._flush()
 
     async def recv(self) -> bytes:
         """The next message; raises StreamClosed (with the server's status) when the call ends."""
         while not self._inbox:
             self._raise_if_closed()
             self._arrived.clear()
-            await self._wait(self._arrived)
+            await self._arrived.wait()
         return self._inbox.popleft()
+
+    def recv_nowait(self) -> bytes | None:
+        """The next message if one has already arrived, else None."""
+        return self._inbox.popleft() if self._inbox else None
 
     async def close(self) -> None:
         if self._closed is None:
@@ -137,9 +148,6 @@ class GrpcStream:
     def _raise_if_closed(self) -> None:
         if self._closed is not None:
             raise self._closed
-
-    async def _wait(self, event: asyncio.Event) -> None:
-        await event.wait()
 
     async def _flush(self) -> None:
         data = self._conn.data_to_send()

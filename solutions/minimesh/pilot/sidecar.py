@@ -91,8 +91,22 @@ def select_sidecar(sidecars: Iterable[Sidecar], proxy: Proxy) -> Sidecar | None:
     return namespace_default or root_default
 
 
+def candidate_namespaces(egress_hosts: Iterable[str], proxy_namespace: str) -> set[str] | None:
+    """The namespaces the entries can match at all (None: any), to skip the others quickly."""
+    out: set[str] = set()
+    for entry in egress_hosts:
+        ns, _ = parse_egress_host(entry)
+        if ns == "*":
+            return None
+        if ns != "~":
+            out.add(proxy_namespace if ns == "." else ns)
+    return out
+
+
 def visible_services(services: Iterable[Service], sidecar: Sidecar | None, proxy_namespace: str) -> list[Service]:
     """Every service a proxy scoped by `sidecar` may see (all of them without a Sidecar)."""
     if sidecar is None:
         return list(services)
-    return [s for s in services if host_allowed(sidecar.egress_hosts, proxy_namespace, s)]
+    namespaces = candidate_namespaces(sidecar.egress_hosts, proxy_namespace)
+    return [s for s in services if (namespaces is None or s.namespace in namespaces)
+            and host_allowed(sidecar.egress_hosts, proxy_namespace, s)]

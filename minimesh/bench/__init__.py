@@ -1,0 +1,1 @@
+"""Benchmarks (`minimesh bench ...`): each module exposes `run(...) -> dict` and `main()`."""
