@@ -1,0 +1,93 @@
+"""Namespace labels for the injector's own check, from a list+watch through the official client.
+
+One daemon thread lists the namespaces, then watches from the list's resourceVersion; a timed-out watch
+resumes from the last version seen, a 410 Gone (version too old) relists, any other error retries after
+a pause. `labels(name)` is None for a namespace not seen yet: then the webhook's namespaceSelector,
+which the API server has just checked, is trusted.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from kubernetes import client, watch
+from kubernetes.client.rest import ApiException
+
+log = logging.getLogger(__name__)
+
+
+class NamespaceWatch:
+    def __init__(self, api: client.ApiClient, *, watch_timeout: int = 300, retry_delay: float = 5.0) -> None:
+        self._core = client.CoreV1Api(api)
+        self._timeout = watch_timeout
+        self._retry = retry_delay
+        self._labels: dict[str, dict[str, str]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._watch: watch.Watch | None = None
+        self.synced = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="namespace-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._watch is not None:
+            self._watch.stop()
+        self._thread.join(timeout=2)
+
+    def labels(self, name: str) -> dict[str, str] | None:
+        with self._lock:
+            got = self._labels.get(name)
+        return dict(got) if got is not None else None
+
+    def _relist(self) -> str:
+        listed = self._core.list_namespace(_request_timeout=30)
+        with self._lock:
+            self._labels = {ns.metadata.name: dict(ns.metadata.labels or {}) for ns in listed.items}
+        self.synced.set()
+        log.info("namespaces: listed %d", len(listed.items))
+        return str(listed.metadata.resource_version)
+
+    def _apply(self, event: dict[str, Any]) -> str | None:
+        obj = event["raw_object"]
+        meta = obj.get("metadata") or {}
+        if event["type"] == "BOOKMARK":
+            return meta.get("resourceVersion")
+        with self._lock:
+            if event["type"] == "DELETED":
+                self._labels.pop(meta.get("name", ""), None)
+            elif event["type"] in ("ADDED", "MODIFIED"):
+                self._labels[meta.get("name", "")] = dict(meta.get("labels") or {})
+        return meta.get("resourceVersion")
+
+    def _run(self) -> None:
+        version: str | None = None
+        while not self._stop.is_set():
+            try:
+                if version is None:
+                    version = self._relist()
+                self._watch = watch.Watch()
+                for event in self._watch.stream(self._core.list_namespace, resource_version=version,
+                                                timeout_seconds=self._timeout, allow_watch_bookmarks=True):
+                    if event["type"] == "ERROR":
+                        code = (event["raw_object"] or {}).get("code")
+                        version = None if code == 410 else version
+                        break
+                    version = self._apply(event) or version
+                    if self._stop.is_set():
+                        return
+            except ApiException as e:
+                version = None if e.status == 410 else version
+                if e.status != 410:
+                    log.warning("namespaces: watch failed (%s %s); retrying in %.0fs", e.status, e.reason, self._retry)
+                    self._stop.wait(self._retry)
+            except Exception as e:  # connection errors: the API server restarts, the network blips
+                if self._stop.is_set():
+                    return
+                log.warning("namespaces: watch failed (%s: %s); retrying in %.0fs", type(e).__name__, e, self._retry)
+                version = None
+                self._stop.wait(self._retry)
