@@ -157,13 +157,13 @@ class Env:
 
 
 def wait_for(what: str, fn: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05) -> Any:
-    """Poll until fn() returns something truthy; fail with the last value seen."""
+    """Poll until fn() returns something truthy; fail with the last value (or error) seen."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
         try:
             last = fn()
-        except AssertionError as e:
+        except Exception as e:  # not there yet (404, a status field still missing, ...)
             last = e
         else:
             if last:

@@ -139,15 +139,17 @@ def test_cronjob_runs_on_schedule_with_history_limits(env: Env) -> None:
             "spec": {"schedule": "* * * * *", "successfulJobsHistoryLimit": 2, "concurrencyPolicy": "Forbid",
                      "jobTemplate": {"metadata": {"labels": {"made-by": "cron"}}, "spec": job()["spec"]}}}
     offset = [timedelta(0)]
-    controller.clock = lambda: datetime.now(UTC) + offset[0]
     try:
         with FakeKubelet(env, ns, fate=fate_from_label):
             env.batch.create_namespaced_cron_job(ns, cron)
+            # a frozen clock, read after the creation: a step never straddles a real minute boundary
+            base = datetime.now(UTC)
+            controller.clock = lambda: base + offset[0]
             names = []
             for minute in range(1, 5):
                 offset[0] = timedelta(minutes=minute)
                 controller.queue.add(f"{ns}/tick")
-                want = f"tick-{int((datetime.now(UTC) + offset[0]).timestamp()) // 60}"
+                want = f"tick-{int((base + offset[0]).timestamp()) // 60}"
                 wait_for(f"job {want}", lambda w=want: w in {j.metadata.name for j in env.batch.list_namespaced_job(ns).items})
                 names.append(want)
                 wait_for(f"{want} complete", lambda w=want: ("Complete", "True", "CompletionsReached")

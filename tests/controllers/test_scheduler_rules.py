@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minimesh.cluster.local.scheduler import (
@@ -115,6 +115,7 @@ def test_quantities_round_up() -> None:
 cpus = st.integers(0, 3000)
 
 
+@settings(deadline=None)
 @given(st.lists(st.tuples(cpus, st.booleans()), max_size=5), st.lists(cpus, min_size=1, max_size=4), cpus)
 def test_effective_cpu_matches_the_phase_by_phase_definition(init: list[tuple[int, bool]], regular: list[int],
                                                              overhead: int) -> None:
