@@ -7,7 +7,7 @@
   %REQUESTED_SERVER_NAME% %ROUTE_NAME%
 
 (Envoy's default format plus the fields Istio's pre-1.8 format appends; one line.) Lines go to stdout (so
-`kubectl logs -c minimesh-proxy` shows them), flushed once per event-loop turn, and the last N records
+`kubectl logs -c minimesh-proxy` shows them), flushed every 0.2 s (one write for many lines), and the last N records
 stay in a ring buffer for the admin API (`/access_log`).
 """
 
@@ -23,6 +23,9 @@ from typing import IO, Any
 FLAG_ORDER = ("LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", "RL", "UAEX", "RLSE", "DC",
               "URX", "SI", "IH", "DPE", "UMSDR", "RFCF", "NFCF", "DT", "UPE", "NC", "OM", "DF", "DO", "DR",
               "RBAC")
+
+
+FLUSH_INTERVAL = 0.2  # seconds
 
 
 class StreamInfo:
@@ -120,10 +123,13 @@ class AccessLog:
         if self._out is None:
             return
         self._pending.append(format_line(info))
-        if not self._flush_scheduled:
+        if len(self._pending) >= 512:
+            self.flush()
+        elif not self._flush_scheduled:
+            # Envoy flushes access logs once a second (file_flush_interval); we do it a bit more often
             self._flush_scheduled = True
             try:
-                asyncio.get_running_loop().call_soon(self.flush)
+                asyncio.get_running_loop().call_later(FLUSH_INTERVAL, self.flush)
             except RuntimeError:
                 self.flush()
 

@@ -78,8 +78,15 @@ class ResponseHead:
 
 def _framing(headers: Headers) -> tuple[bool, int | None, str | None]:
     """(chunked, content_length, error) from Transfer-Encoding / Content-Length."""
-    te = headers.get("transfer-encoding")
-    cl = headers.get_all("content-length")
+    te = None
+    cl: list[str] = []
+    for k, v in headers.items():
+        if k == "content-length":
+            cl.append(v)
+        elif k == "transfer-encoding":
+            te = v if te is None else f"{te},{v}"
+    if te is None and not cl:
+        return False, None, None
     chunked = bool(te) and te.replace(" ", "").lower().split(",")[-1] == "chunked"
     if te and not chunked:
         return False, None, f"unsupported transfer-encoding {te!r}"
@@ -123,7 +130,9 @@ class _Base:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_bytes += len(name) + len(value) + 4
-        self._headers.append((name.decode("latin-1").lower(), value.decode("latin-1").strip(" \t")))
+        if value and value[-1] in (32, 9):  # llhttp drops leading whitespace, not trailing
+            value = value.rstrip(b" \t")
+        self._headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
 
     def on_body(self, body: bytes) -> None:
         self._events.append(body)

@@ -415,7 +415,7 @@ class Router:
         elif rh.content_length is not None:
             mode = "length"
             h.add("content-length", str(rh.content_length))
-        elif rh.chunked or ex.head.version == "1.1":
+        elif ex.head.version == "1.1":  # chunked or close-delimited upstream: re-frame as chunked
             mode = "chunked"
             h.add("transfer-encoding", "chunked")
         else:

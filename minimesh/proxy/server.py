@@ -179,10 +179,15 @@ class Proxy:
     # background work ------------------------------------------------------------------------------
     async def _sweep(self) -> None:
         """Header timeouts, idle timeouts and drain deadlines, checked a few times a second."""
+        last_cleanup = time.monotonic()
         while True:
             await asyncio.sleep(0.1)
             now = time.monotonic()
             self.g_uptime.set(int(time.time() - self.started))
+            if now - last_cleanup > 5.0:
+                last_cleanup = now
+                for rt in self.clusters.clusters.values():
+                    rt.cleanup()
             for d in list(self.downstreams):
                 hcm = d.hcm
                 if d.in_request or d.closing:

@@ -325,6 +325,22 @@ class ClusterRuntime:
             self._set_hosts(wanted)
             await asyncio.sleep(self.config.dns_refresh_rate)
 
+    def cleanup(self) -> None:
+        """ORIGINAL_DST hosts are made per destination; forget the idle ones (Envoy: cleanup_interval)."""
+        if self.config.type != "ORIGINAL_DST":
+            return
+        idle = [h for h in self.hosts if not h.rq_active and not h.cx_active and not (h._pool and h._pool.idle)]
+        if not idle:
+            return
+        for h in idle:
+            self.by_address.pop(h.address, None)
+            pool = self.pools.pop(h.address, None)
+            if pool is not None:
+                pool.retire()
+        gone = set(map(id, idle))
+        self.hosts = [h for h in self.hosts if id(h) not in gone]
+        self._set_membership()
+
     def retire(self) -> None:
         for pool in self.pools.values():
             pool.retire()

@@ -264,3 +264,14 @@ def test_load_bootstrap_reports_yaml_position(tmp_path: Any) -> None:
         load_bootstrap(p)
     with pytest.raises(ConfigError, match="cannot read the bootstrap file"):
         load_bootstrap(tmp_path / "missing.yaml")
+
+
+def test_the_example_sidecar_bootstrap_is_valid() -> None:
+    from pathlib import Path
+
+    import minimesh.proxy
+    from minimesh.proxy.config import load_bootstrap
+
+    boot = load_bootstrap(Path(minimesh.proxy.__file__).parent / "examples" / "sidecar-bootstrap.yaml")
+    Resources.from_bootstrap(boot)
+    assert [x.name for x in boot.listeners] == ["virtualOutbound", "0.0.0.0_9080", "virtualInbound"]

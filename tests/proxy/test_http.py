@@ -461,3 +461,73 @@ def test_an_unfinished_exercise_answers_500_and_keeps_serving(monkeypatch: pytes
             raw = await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             assert status_of(raw) == 200
     run(main())
+
+
+def test_pipelined_requests_are_answered_in_order() -> None:
+    async def main() -> None:
+        async with upstreams("a") as (a,), running_proxy(simple_boot([a.port])) as p:
+            raw = await raw_exchange(p.listener_port("l"), b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n"
+                                     b"POST /two HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
+                                     b"GET /three HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert raw.count(b"HTTP/1.1 200 OK") == 3
+            assert raw.index(b'"/one"') < raw.index(b'"/two"') < raw.index(b'"/three"')
+    run(main())
+
+
+def test_expect_100_continue_is_answered_by_the_proxy() -> None:
+    async def main() -> None:
+        async with upstreams("a") as (a,), running_proxy(simple_boot([a.port])) as p:
+            r, w = await asyncio.open_connection(LOOPBACK, p.listener_port("l"))
+            w.write(b"POST /e HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+            assert await r.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+            w.write(b"data")
+            head = await r.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200")
+            w.close()
+            assert "expect" not in a.seen_headers[-1]
+    run(main())
+
+
+def test_retry_budget_from_circuit_breaker() -> None:
+    async def main() -> None:
+        async with upstreams("a") as (a,):
+            policy = {"retry_on": "5xx", "num_retries": 3, "retry_back_off": {"base_interval": "0.001s"}}
+            breakers = {"circuit_breakers": {"thresholds": [{"max_retries": 0}]}}
+            async with running_proxy(simple_boot([a.port], {"retry_policy": policy}, cluster_extra=breakers)) as p, \
+                    aiohttp.ClientSession() as s:
+                async with s.get(f"http://{LOOPBACK}:{p.listener_port('l')}/?status=503") as r:
+                    assert r.status == 503
+                assert a.requests == 1
+                assert p.stats.get("cluster.c.upstream_rq_retry_overflow") == 1
+    run(main())
+
+
+def test_strict_dns_cluster_resolves_names() -> None:
+    async def main() -> None:
+        async with upstreams("a") as (a,):
+            cluster = {"name": "c", "type": "STRICT_DNS", "connect_timeout": "1s", "dns_refresh_rate": "0.1s",
+                       "load_assignment": {"cluster_name": "c", "endpoints": [{"lb_endpoints": [
+                           {"endpoint": {"address": {"socket_address": {"address": "localhost", "port_value": a.port}}}}]}]}}
+            boot = bootstrap([http_listener("l", hcm(route_config([{"match": {"prefix": "/"}, "route": {"cluster": "c"}}])))],
+                             [cluster])
+            async with running_proxy(boot) as p, aiohttp.ClientSession() as s:
+                for _ in range(50):
+                    if p.clusters.get("c").hosts:  # type: ignore[union-attr]
+                        break
+                    await asyncio.sleep(0.05)
+                async with s.get(f"http://{LOOPBACK}:{p.listener_port('l')}/") as r:
+                    assert r.status == 200
+                assert p.clusters.get("c").hosts[0].hostname == "localhost"  # type: ignore[union-attr]
+    run(main())
+
+
+def test_the_proxy_process_stays_small() -> None:
+    """No aiohttp, grpc or cryptography in the proxy process (RSS target 40 MB)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, minimesh.proxy.__main__, minimesh.proxy.server, minimesh.proxy.admin, minimesh.proxy.tls, "
+            "minimesh.proxy.listener; bad = [m for m in ('aiohttp', 'grpc', 'cryptography', 'kubernetes') if m in sys.modules]; "
+            "print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "[]"

@@ -22,12 +22,13 @@ SERVER = r"""
 import http.server, json, sys
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        body = json.dumps({"server": self.server.server_address[1], "path": self.path}).encode()
+        body = json.dumps({"server": self.server.server_address[1], "path": self.path,
+                           "client": self.client_address[0]}).encode()
         self.send_response(200); self.send_header("content-length", str(len(body))); self.end_headers()
         self.wfile.write(body)
     def log_message(self, *a): pass
 import threading
-servers = [http.server.ThreadingHTTPServer(("10.77.0.1", p), H) for p in (8080, 8081)]
+servers = [http.server.ThreadingHTTPServer(("0.0.0.0", p), H) for p in (8080, 8081)]
 for s in servers[1:]: threading.Thread(target=s.serve_forever, daemon=True).start()
 print("ready", flush=True)
 servers[0].serve_forever()
@@ -54,12 +55,23 @@ def boot(policy: str) -> dict[str, Any]:
         "node": {"id": "netns-test"}, "admin": {"address": a("127.0.0.1", 0)},
         "minimesh": {"outbound_traffic_policy": policy},
         "static_resources": {
-            "clusters": [{"name": "outbound|8080||svc", "connect_timeout": "1s", "load_assignment": {
+            "clusters": [{"name": "inbound|8082||", "connect_timeout": "1s",
+                          "upstream_bind_config": {"source_address": {"address": "127.0.0.6", "port_value": 0}},
+                          "load_assignment": {"cluster_name": "inbound|8082||", "endpoints": [{"lb_endpoints": [
+                              {"endpoint": {"address": a("127.0.0.1", 8080)}}]}]}},
+                         {"name": "outbound|8080||svc", "connect_timeout": "1s", "load_assignment": {
                 "cluster_name": "outbound|8080||svc",
                 "endpoints": [{"lb_endpoints": [{"endpoint": {"address": a("10.77.0.1", 8080)}}]}]}}],
             "listeners": [
+                {"name": "virtualInbound", "address": a("0.0.0.0", 15006), "traffic_direction": "INBOUND",
+                 "listener_filters": [{"name": "envoy.filters.listener.original_dst"}],
+                 "filter_chains": [{"filter_chain_match": {"destination_port": 8082}, "filters": [{
+                     "name": "envoy.filters.network.http_connection_manager", "typed_config": {
+                         "stat_prefix": "inbound_0.0.0.0_8082", "http_filters": [{"name": "envoy.filters.http.router"}],
+                         "route_config": {"name": "inbound|8082", "virtual_hosts": [{"name": "in", "domains": ["*"], "routes": [
+                             {"match": {"prefix": "/"}, "route": {"cluster": "inbound|8082||"}}]}]}}}]}]},
                 {"name": "virtualOutbound", "address": a("0.0.0.0", 15001), "use_original_dst": True,
-                 "traffic_direction": "OUTBOUND", "filter_chains": []  , "default_filter_chain": None},
+                 "traffic_direction": "OUTBOUND", "filter_chains": []},
                 {"name": "0.0.0.0_8080", "address": a("0.0.0.0", 8080), "bind_to_port": False,
                  "traffic_direction": "OUTBOUND", "filter_chains": [{"filters": [{
                      "name": "envoy.filters.network.http_connection_manager", "typed_config": {
@@ -79,6 +91,9 @@ def netns(need_root: None) -> Any:
         # only uid 1000's outbound TCP is captured (the proxy runs as root, like uid 1337 in the mesh)
         sh("ip", "netns", "exec", name, "iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "10.77.0.1",
            "-m", "owner", "--uid-owner", "1000", "-j", "REDIRECT", "--to-ports", "15001")
+        # uid 1001 plays a client in another pod: its connections land on the inbound listener
+        sh("ip", "netns", "exec", name, "iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "10.77.0.1",
+           "-m", "owner", "--uid-owner", "1001", "-j", "REDIRECT", "--to-ports", "15006")
         yield name
     finally:
         pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
@@ -113,9 +128,6 @@ def _client(ns: str, url: str, uid: int = 1000) -> str:
 def test_redirected_traffic_goes_through_the_proxy(netns: str, tmp_path: Path, policy: str) -> None:
     server, _ = _start(netns, [sys.executable, "-c", SERVER], "ready")
     b = boot(policy)
-    b["static_resources"]["listeners"][0].pop("default_filter_chain")
-    b["static_resources"]["listeners"][0]["filter_chains"] = [{"filter_chain_match": {"destination_port": 1}, "filters": [
-        {"name": "envoy.filters.network.tcp_proxy", "typed_config": {"stat_prefix": "x", "cluster": "BlackHoleCluster"}}]}]
     path = tmp_path / "b.yaml"
     path.write_text(yaml.safe_dump(b))
     # the solved tree comes with PYTHONPATH (tests/conftest.py); `ip netns exec` keeps the environment
@@ -124,7 +136,10 @@ def test_redirected_traffic_goes_through_the_proxy(netns: str, tmp_path: Path, p
     admin = int(re.search(r"admin on [\d.]+:(\d+)", line).group(1))  # type: ignore[union-attr]
     try:
         out = _client(netns, "http://10.77.0.1:8080/through")
-        assert out.startswith("200 ") and json.loads(out[4:]) == {"server": 8080, "path": "/through"}
+        assert out.startswith("200 ") and json.loads(out[4:]) == {"server": 8080, "path": "/through", "client": "10.77.0.1"}
+        # inbound: the filter chain for destination port 8082, then the app on 127.0.0.1 from 127.0.0.6
+        out = _client(netns, "http://10.77.0.1:8082/in", uid=1001)
+        assert out.startswith("200 ") and json.loads(out[4:]) == {"server": 8080, "path": "/in", "client": "127.0.0.6"}
         out = _client(netns, "http://10.77.0.1:8081/elsewhere")
         if policy == "ALLOW_ANY":
             assert out.startswith("200 ") and json.loads(out[4:])["server"] == 8081
@@ -133,6 +148,7 @@ def test_redirected_traffic_goes_through_the_proxy(netns: str, tmp_path: Path, p
         log = _client(netns, f"http://127.0.0.1:{admin}/access_log?format=json", uid=0)
         entries = json.loads(log[4:])
         http = [e for e in entries if e["method"] == "GET"]
+        assert http[1]["path"] == "/in" and http[1]["downstream_local_address"] == "10.77.0.1:8082"
         assert http[0]["path"] == "/through" and http[0]["downstream_local_address"] == "10.77.0.1:8080"
         assert http[0]["upstream_cluster"] == "outbound|8080||svc"
         tcp = [e for e in entries if e["method"] is None]

@@ -293,7 +293,9 @@ def parse_listener(node: Node) -> Listener:
     assert address is not None
     chains = node.items("filter_chains", lambda n: n.done(parse_filter_chain))
     default = node.obj("default_filter_chain", parse_filter_chain)
-    if not chains and default is None:
+    use_original_dst = node.bool("use_original_dst")
+    if not chains and default is None and not use_original_dst:
+        # (a use_original_dst listener without chains hands off or falls back to Passthrough/BlackHole)
         raise node.error("needs filter_chains or a default_filter_chain", "filter_chains")
     seen: dict[FilterChainMatch, int] = {}
     for i, c in enumerate(chains):
@@ -310,7 +312,7 @@ def parse_listener(node: Node) -> Listener:
                 "stat_prefix", "tcp_backlog_size", "enable_mptcp", "ignore_global_conn_limit",
                 "max_connections_to_accept_per_socket_event")
     lf_timeout = node.duration("listener_filters_timeout", 15.0)
-    return Listener(name, address, chains, default, node.bool("use_original_dst"), bind,
+    return Listener(name, address, chains, default, use_original_dst, bind,
                     node.enum("traffic_direction", DIRECTIONS, "UNSPECIFIED"),
                     node.items("listener_filters", lambda n: n.done(parse_listener_filter)),
                     lf_timeout, node.bool("continue_on_listener_filters_timeout"))

@@ -24,6 +24,9 @@ class HttpFilterType:
 
 
 _TYPES: dict[str, HttpFilterType] = {}
+# Modules of later stages that register a filter when imported, loaded if they exist.
+EXTENSION_MODULES = ("minimesh.authz.rbac_filter",)
+_loaded = False
 
 
 def register(t: HttpFilterType) -> None:
@@ -31,7 +34,20 @@ def register(t: HttpFilterType) -> None:
 
 
 def _builtin() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    import importlib
+
     import minimesh.proxy.filters  # noqa: F401  (registers the built-in filters)
+
+    for name in EXTENSION_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
 
 
 def get(name: str) -> HttpFilterType:
