@@ -93,6 +93,23 @@ def test_failed_pods_back_off_then_backoff_limit_fails_the_job(env: Env) -> None
     assert warning and warning[0].type == "Warning" and warning[0].message == "Job has reached the specified backoff limit"
 
 
+def test_on_failure_container_restarts_count_against_the_backoff_limit(env: Env) -> None:
+    ns = env.namespace("onfail")
+    spec = job(fate_label="slow", backoffLimit=3)
+    spec["spec"]["template"]["spec"]["restartPolicy"] = "OnFailure"
+    with FakeKubelet(env, ns, fate=fate_from_label):
+        env.batch.create_namespaced_job(ns, spec)
+        [pod] = wait_for("pod running", lambda: [p for p in env.pods(ns) if p.status.phase == "Running"])
+        env.set_pod_status(ns, pod.metadata.name, ready=False, restarts=2)  # the kubelet restarted it in place
+        time_left = kubectl(env, "-n", ns, "wait", "--for=condition=failed", "job/j", "--timeout=3s")
+        assert time_left.returncode != 0  # 2 restarts < 3: still running
+        env.set_pod_status(ns, pod.metadata.name, ready=False, restarts=3)
+        out = kubectl(env, "-n", ns, "wait", "--for=condition=failed", "job/j", "--timeout=30s")
+        assert out.returncode == 0, out.stderr
+    assert ("Failed", "True", "BackoffLimitExceeded") in conditions(env, ns, "j")
+    wait_for("pod deleted", lambda: not env.pods(ns))
+
+
 def test_active_deadline_stops_running_pods(env: Env) -> None:
     ns = env.namespace("deadline")
     with FakeKubelet(env, ns, fate=fate_from_label):

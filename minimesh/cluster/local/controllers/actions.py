@@ -4,7 +4,6 @@ returns its error), and records each action's event once the write has succeeded
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,12 +109,3 @@ async def execute(kube: AsyncKube, actions: Sequence[Action], recorder: EventRec
             ev = action.event
             recorder.event(ev.obj, ev.api_version, ev.kind, ev.type, ev.reason, ev.message)
     return results
-
-
-def summary(actions: Sequence[Action]) -> list[str]:
-    """Compact description for logs and tests: `patch /apis/...` etc."""
-    return [a.describe() for a in actions]
-
-
-def json_body(action: Action) -> str:
-    return json.dumps(action.body, sort_keys=True)

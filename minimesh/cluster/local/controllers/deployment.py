@@ -202,9 +202,10 @@ class DeploymentSync:
                 "ownerReferences": [new_controller_ref(self.original, API_VERSION, KIND)],
                 "labels": dict(template["metadata"]["labels"]),
             },
-            "spec": {"replicas": 0, "minReadySeconds": int(d["spec"].get("minReadySeconds") or 0),
-                     "selector": selector, "template": template},
+            "spec": {"replicas": 0, "selector": selector, "template": template},
         }
+        if d["spec"].get("minReadySeconds"):
+            new_rs["spec"]["minReadySeconds"] = int(d["spec"]["minReadySeconds"])
         count = du.new_rs_new_replicas(d, [*old_rss, new_rs], new_rs)
         new_rs["spec"]["replicas"] = count
         du.set_new_rs_annotations(d, new_rs, new_revision, exists=False)

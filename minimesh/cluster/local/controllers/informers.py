@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import Any
 
 from minimesh.cluster.local.controllers.objects import Obj, name_of, namespace_of
 from minimesh.k8s.aclient import AsyncKube, Handler, Informer, resource_path
@@ -109,6 +108,3 @@ class Informers:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-    def stats(self) -> dict[str, Any]:
-        return {f"{k[0]}/{k[1]}": len(s) for k, s in self._stores.items()}

@@ -139,6 +139,9 @@ class NamespaceController(Controller):
         self.sa_store.add_handler(self._on_namespaced("default"))
         self.cm_store.add_handler(self._on_namespaced(ROOT_CA_CONFIGMAP))
         self.pod_store.add_handler(self._on_pod)
+        # resources that still had objects in the last pass over a terminating namespace: the next pass
+        # looks at those only, and a full pass confirms before finalizing
+        self._remaining: dict[str, set[Resource]] = {}
 
     def stores(self) -> list[Any]:
         return [self.ns_store, self.sa_store, self.cm_store, self.pod_store]
@@ -168,10 +171,14 @@ class NamespaceController(Controller):
             return None
         if FINALIZER not in ((ns.get("spec") or {}).get("finalizers") or []):
             return None
-        report = await self._delete_all(key)
+        only = self._remaining.get(key)
+        report = await self._delete_all(key, only)
+        if only is not None and report.done:
+            report = await self._delete_all(key, None)  # all clear: confirm with a full pass
         await self._report(ns, report)
         if not report.done:
             return max(1.0, min(report.estimate, 30.0)) if report.remaining else 2.0
+        self._remaining.pop(key, None)
         fresh = await self.kube.get_or_none(resource_path("v1", "namespaces", None, key))
         if fresh is None:
             return None
@@ -203,22 +210,26 @@ class NamespaceController(Controller):
             body["metadata"].setdefault("annotations", {})[DESCRIPTION_ANNOTATION] = ROOT_CA_DESCRIPTION
             await self.kube.replace(resource_path("v1", "configmaps", name, ROOT_CA_CONFIGMAP), body)
 
-    async def _delete_all(self, namespace: str) -> DeletionReport:
-        discovered = await self.discovery.refresh()
+    async def _delete_all(self, namespace: str, only: set[Resource] | None) -> DeletionReport:
+        discovered = await (self.discovery.get() if only is not None else self.discovery.refresh())
         report = DeletionReport(discovery_errors=dict(discovered.failed_groups))
         targets = [r for r in discovered.resources if r.namespaced and r.can("delete", "list")
-                   and (r.group, r.plural) not in SKIP_RESOURCES]
+                   and (r.group, r.plural) not in SKIP_RESOURCES and (only is None or r in only)]
         results = await asyncio.gather(*(self._delete_resource(r, namespace) for r in targets))
+        left_in: set[Resource] = set()
         for r, (left, err) in zip(targets, results, strict=True):
             if err:
                 report.content_errors.append(err)
+                left_in.add(r)
             if left:
+                left_in.add(r)
                 report.remaining[f"{r.plural}.{r.group}"] = len(left)
                 for obj in left:
                     for f in finalizers_of(obj):
                         report.finalizers[f] = report.finalizers.get(f, 0) + 1
                 if r.plural == "pods" and r.group == "":
                     report.estimate = pod_termination_estimate(left, self.now())
+        self._remaining[namespace] = left_in
         if not report.remaining and not report.content_errors:
             # events go last: the deletion above may have produced some
             for r in discovered.resources:

@@ -95,11 +95,6 @@ def new_controller_ref(owner: Mapping[str, Any], api_version: str, kind: str) ->
     }
 
 
-def is_controlled_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
-    ref = controller_ref(obj)
-    return ref is not None and ref.get("uid") == uid_of(owner)
-
-
 # ---- time ----------------------------------------------------------------------------------------
 
 
@@ -218,11 +213,3 @@ def pod_ip(pod: Mapping[str, Any]) -> str:
 
 def is_native_sidecar(container: Mapping[str, Any]) -> bool:
     return container.get("restartPolicy") == "Always"
-
-
-def omit_zero(d: dict[str, Any], *keys: str) -> dict[str, Any]:
-    """Drop int fields that Go serialises with `omitempty` when they are zero."""
-    for k in keys:
-        if not d.get(k):
-            d.pop(k, None)
-    return d

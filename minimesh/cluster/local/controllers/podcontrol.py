@@ -31,6 +31,7 @@ from minimesh.cluster.local.controllers.objects import (
     pod_ready_since,
     uid_of,
 )
+from minimesh.k8s.aclient import ApiError
 
 DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
 _PHASE_ORDINAL = {"Pending": 0, "Unknown": 1, "Running": 2}
@@ -278,8 +279,6 @@ async def claim_orphans(kube: Any, owner: Obj, owner_path: str, orphans: list[Ob
     """Run the release patches, then adopt orphans after re-reading the owner from the API server
     (RecheckDeletionTimestamp: never adopt for an owner that is being deleted or was replaced).
     Returns the adopted objects; raises the first real error after trying everything."""
-    from minimesh.k8s.aclient import ApiError
-
     errors: list[Exception] = []
     for release in releases:
         try:

@@ -27,7 +27,7 @@ class Options:
 
     job_backoff_base: float = 10.0  # seconds; pod failure back-off 10s·2^n ...
     job_backoff_max: float = 360.0  # ... capped at six minutes
-    workers: int = 2
+    workers: int = 5  # per controller, like kube-controller-manager's --concurrent-*-syncs
     cache_sync_timeout: float | None = None
     terminated_pod_gc_threshold: int = 12500
 

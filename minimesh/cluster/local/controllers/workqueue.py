@@ -119,6 +119,3 @@ class WorkQueue:
 
     def pending_timers(self) -> int:
         return len(self._timers)
-
-    def is_processing(self, key: str) -> bool:
-        return key in self._processing
