@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from minimesh import paths
@@ -59,7 +60,7 @@ def status() -> None:
     for st in stages.STAGES:
         s = state.status_of(data, st.id)
         mine = [r for r in regions if r.lab == st.id]
-        stubs = [f"{r.function}  [dim]{r.path}:{r.line}[/]" for r in mine if r.stub]
+        stubs = [f"{escape(r.function)}  [dim]{escape(r.path)}:{r.line}[/]" for r in mine if r.stub]
         todo = "\n".join(stubs) if stubs else ("all done" if mine else "—")
         table.add_row(st.id, st.title, f"[{colours[s]}]{s}[/]", todo)
     console.print(table)
@@ -88,7 +89,7 @@ def grade(stage: str, verbose: bool, json_out: Path | None) -> None:
             progress["done"] += 1
             if console.is_terminal:
                 mark = "[green]✔[/]" if ev.get("outcome") == "passed" else "[red]✘[/]"
-                console.print(f"  {mark} {ev.get('check')}  [dim]({progress['done']}/{progress['total']})[/]")
+                console.print(f"  {mark} {escape(str(ev.get('check')))}  [dim]({progress['done']}/{progress['total']})[/]")
 
     with console.status(f"grading stage {st.id} ({st.title})…", spinner="dots"):
         result = runner.run(st, verbose=verbose, on_event=on_event)
@@ -113,7 +114,7 @@ def render_table(result: GradeResult) -> Table:
     table.add_column("want … got …, try …", overflow="fold")
     for c in result.checks:
         mark = {"passed": "[green]PASS[/]", "failed": "[red]FAIL[/]"}.get(c.outcome, "[yellow]SKIP[/]")
-        table.add_row(c.check, mark, c.detail)
+        table.add_row(escape(c.check), mark, escape(c.detail))
     return table
 
 

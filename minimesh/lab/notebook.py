@@ -38,6 +38,7 @@ def _stream(argv: list[str], check: bool, timeout: float | None, quiet: bool) ->
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(paths.SOURCE_ROOT), *filter(None, [env.get("PYTHONPATH")])])
     env.setdefault("COLUMNS", "120")
+    env["TERM"] = "dumb"  # colours render in a notebook, spinners and cursor moves do not
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             cwd=paths.SOURCE_ROOT)
     out: list[str] = []

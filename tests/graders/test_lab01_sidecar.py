@@ -19,7 +19,6 @@ import pytest
 
 from minimesh.k8s.resources import (
     PodResources,
-    format_resources,
     pod_effective_resources,
     quantity,
     spec_dict,
@@ -251,14 +250,14 @@ def _busybox(name: str, cpu: int, argv: list[str], always: bool = False) -> dict
 
 
 def _init_heavy(x: int) -> dict[str, Any]:
-    """A sidecar, then an init container of x millicores; two small containers."""
+    """a sidecar, then a big init container, then two small containers"""
     return {"initContainers": [_busybox("sidecar", 10, ["sleep", "3600"], always=True),
                                _busybox("setup", x, ["true"])],
             "containers": [_busybox("main", 10, ["sleep", "3600"]), _busybox("helper", 5, ["sleep", "3600"])]}
 
 
 def _app_heavy(x: int) -> dict[str, Any]:
-    """A sidecar, then a small init container; a main container of x millicores."""
+    """a sidecar, a small init container, then a big main container"""
     return {"initContainers": [_busybox("sidecar", 20, ["sleep", "3600"], always=True),
                                _busybox("setup", 15, ["true"])],
             "containers": [_busybox("main", x, ["sleep", "3600"]), _busybox("helper", 5, ["sleep", "3600"])]}
@@ -282,8 +281,10 @@ def _size_to(shape: Callable[[int], dict[str, Any]], target: int) -> dict[str, A
             lo = mid + 1
     got = _cpu(shape(lo))
     if got != target:
-        fail(f"a pod of this shape needing exactly {target}m", f"{got}m at best (containers {shape(lo)})",
-             f"pod_effective_resources must grow with a container's request ({EXERCISE})")
+        fail(f"a probe pod ({shape.__doc__}) that needs exactly {target}m by your function",
+             f"{got}m at most, however big that container's request",
+             f"the pod needs at least each container's request: pod_effective_resources ignores one ({EXERCISE})",
+             final=True)
     return shape(lo)
 
 
@@ -357,11 +358,11 @@ def test_scheduler_agrees_with_effective_resources(core: Any, shape: str) -> Non
 
         def pending() -> None:
             pod = core.read_namespaced_pod(too_big, "default")
-            if pod.spec.node_name:
+            if pod.spec.node_name:  # bound for good: no point in waiting
                 fail(f"pod {too_big} (needs {free + 1}m by your function) to stay Pending: Insufficient cpu",
                      f"scheduled on {pod.spec.node_name}",
-                     f"the scheduler found room, so your function counts more than Kubernetes does: for the pods"
-                     f" on the node or for this one ({format_resources(pod_effective_resources(spec_dict(pod.spec)).requests)}); {EXERCISE}")
+                     "the scheduler found room, so your function counts more than Kubernetes does, for the pods"
+                     f" on the node or for this one; {EXERCISE}", final=True)
             reason = _unschedulable_reason(core, pod)
             check("Insufficient cpu" in reason, want=f"pod {too_big} Pending with 'Insufficient cpu'",
                   got=reason or "no scheduling decision yet", hint="minimesh kubectl describe pod " + too_big)

@@ -38,4 +38,7 @@ def local_cluster(tree: Path, prefix: str, up: bool = True) -> Iterator[str]:
                 raise RuntimeError(f"cluster up {name} failed:\n{res.stdout}\n{res.stderr}")
         yield name
     finally:
-        minimesh(tree, name, "cluster", "down", "--name", name, timeout=300)
+        down = minimesh(tree, name, "cluster", "down", "--name", name, timeout=300)
+        if down.returncode:  # say so: a leftover cluster costs every later run
+            again = minimesh(tree, name, "cluster", "down", "--name", name, timeout=300)
+            assert again.returncode == 0, f"cluster down {name}:\n{down.stdout}{down.stderr}\n{again.stdout}{again.stderr}"
