@@ -219,6 +219,9 @@ class CronJobController(Controller):
         self.cj_store.add_handler(self._on_cronjob)
         self.job_store.add_handler(self._on_job)
 
+    def resync_keys(self) -> list[str]:
+        return [key_of(o) for o in self.cj_store.list()]
+
     def stores(self) -> list[Any]:
         return [self.cj_store, self.job_store]
 

@@ -555,6 +555,9 @@ class DeploymentController(Controller):
         self.rs_store.add_handler(self._on_rs)
         self.pod_store.add_handler(self._on_pod)
 
+    def resync_keys(self) -> list[str]:
+        return [key_of(o) for o in self.d_store.list()]
+
     def stores(self) -> list[Any]:
         return [self.d_store, self.rs_store, self.pod_store]
 

@@ -479,6 +479,9 @@ class _ServicePodController(Controller):
         for svc in self.svc_store.list():
             self.queue.add(key_of(svc))
 
+    def resync_keys(self) -> list[str]:
+        return [key_of(s) for s in self.svc_store.list()]
+
     def _trigger(self, key: str, t: datetime | None) -> None:
         if t is None:
             return

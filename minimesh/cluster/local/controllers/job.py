@@ -302,6 +302,9 @@ class JobController(Controller):
         self.job_store.add_handler(self._on_job)
         self.pod_store.add_handler(self._on_pod)
 
+    def resync_keys(self) -> list[str]:
+        return [key_of(o) for o in self.job_store.list()]
+
     def stores(self) -> list[Any]:
         return [self.job_store, self.pod_store]
 

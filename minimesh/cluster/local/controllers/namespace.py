@@ -143,6 +143,9 @@ class NamespaceController(Controller):
         # looks at those only, and a full pass confirms before finalizing
         self._remaining: dict[str, set[Resource]] = {}
 
+    def resync_keys(self) -> list[str]:
+        return [key_of(o) for o in self.ns_store.list()]
+
     def stores(self) -> list[Any]:
         return [self.ns_store, self.sa_store, self.cm_store, self.pod_store]
 

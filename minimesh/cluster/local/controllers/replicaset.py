@@ -179,6 +179,9 @@ class ReplicaSetController(Controller):
         self.rs_store.add_handler(self._on_rs)
         self.pod_store.add_handler(self._on_pod)
 
+    def resync_keys(self) -> list[str]:
+        return [key_of(o) for o in self.rs_store.list()]
+
     def stores(self) -> list[Any]:
         return [self.rs_store, self.pod_store]
 

@@ -16,7 +16,7 @@ from minimesh.cluster.local.controllers.workqueue import ShutDown, WorkQueue
 from minimesh.k8s.aclient import ApiError, AsyncKube
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class Options:
     job_backoff_max: float = 360.0  # ... capped at six minutes
     workers: int = 5  # per controller, like kube-controller-manager's --concurrent-*-syncs
     cache_sync_timeout: float | None = None
-    terminated_pod_gc_threshold: int = 12500
+    resync_period: float = 300.0  # seconds; 0 disables
 
 
 @dataclass
@@ -64,6 +64,11 @@ class Controller:
     async def started(self) -> None:
         """Called once caches are synced, before workers run (e.g. enqueue everything)."""
 
+    def resync_keys(self) -> Iterable[str]:
+        """Keys to look at again every `resync_period` (the informers' periodic resync): a safety net
+        for anything an event-driven controller could have missed. Nothing is written when converged."""
+        return ()
+
     # loop ---------------------------------------------------------------------------------------------
     def now(self) -> datetime:
         return self.clock()
@@ -75,6 +80,7 @@ class Controller:
         await self.wait_caches()
         await self.started()
         workers = [asyncio.create_task(self._worker(), name=f"{self.name}-worker-{i}") for i in range(self.workers)]
+        workers.append(asyncio.create_task(self._resync(), name=f"{self.name}-resync"))
         try:
             await stop.wait()
         finally:
@@ -82,6 +88,13 @@ class Controller:
             for w in workers:
                 w.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+
+    async def _resync(self) -> None:
+        period = self.ctx.options.resync_period
+        while period > 0:
+            await asyncio.sleep(period)
+            for key in self.resync_keys():
+                self.queue.add(key)
 
     async def _worker(self) -> None:
         while True:

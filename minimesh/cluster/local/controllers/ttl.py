@@ -42,6 +42,9 @@ class TTLAfterFinishedController(Controller):
         self.job_store = ctx.informers.store("batch/v1", "jobs")
         self.job_store.add_handler(self._on_job)
 
+    def resync_keys(self) -> list[str]:
+        return [key_of(o) for o in self.job_store.list()]
+
     def stores(self) -> list[Any]:
         return [self.job_store]
 
