@@ -279,7 +279,13 @@ class DiscoveryServer:
         """Generate `type_url` for this proxy from the current snapshot and write the response."""
         ctx = self.ctx
         watched = conn.watched[type_url]
-        generated = self.generate(ctx, conn.proxy, type_url, watched.names if only is None else tuple(only))
+        try:
+            generated = self.generate(ctx, conn.proxy, type_url, watched.names if only is None else tuple(only))
+        except Exception as e:  # a translation bug (or an unfinished exercise): say so, end this stream
+            log.exception("pilot: cannot generate %s for %s", xr.short_name(type_url), conn.id)
+            await context.abort(grpc.StatusCode.INTERNAL,
+                                f"cannot generate {xr.short_name(type_url)} for {conn.proxy.id}: {type(e).__name__}: {e}")
+            return
         nonce = f"{self._nonce_prefix}-{next(self._nonces)}"
         body = encode_response(ctx.version, type_url, nonce, generated.body)
         watched.nonce_sent, watched.version_sent = nonce, ctx.version

@@ -105,6 +105,9 @@ class AdsClient:
             except (TimeoutError, GrpcError, OSError, DecodeError) as e:
                 self.last_error = str(e) or type(e).__name__
                 log.info("xds: stream to %s:%d ended: %s", self.host, self.port, self.last_error)
+            except Exception as e:  # a bug or a protocol surprise must not end the proxy's config updates
+                self.last_error = f"{type(e).__name__}: {e}"
+                log.exception("xds: stream to %s:%d failed", self.host, self.port)
             finally:
                 self.connected = False
                 if self._stream is not None:

@@ -147,7 +147,7 @@ def arun() -> Callable[[Coroutine[Any, Any, Any]], Any]:
     return run
 
 
-async def eventually(predicate: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
+async def eventually(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:

@@ -76,10 +76,14 @@ def test_endpoint_change_is_an_eds_only_push(arun, mm) -> None:
             assert len(eds) == 2
             lb = eds["outbound|9080||details.default.svc.cluster.local"]["endpoints"][0]["lb_endpoints"]
             assert [e["endpoint"]["address"]["socket_address"]["address"] for e in lb] == ["10.244.0.5", "10.244.0.8"]
-            pushed = {t: h.ds.metrics.pushes.labels(xr.short_name(t))._value.get() - pushes_before[t]
-                      for t in xr.PUSH_ORDER}
-            assert pushed == {xr.CLUSTER_TYPE: 0, xr.ENDPOINT_TYPE: 1, xr.LISTENER_TYPE: 0, xr.ROUTE_TYPE: 0}
-            assert h.ds.metrics.convergence._sum.get() > 0  # change seen -> ACK was measured
+            def pushed() -> dict[str, float]:  # counted once the server's write completes
+                return {t: h.ds.metrics.pushes.labels(xr.short_name(t))._value.get() - pushes_before[t]
+                        for t in xr.PUSH_ORDER}
+
+            await mm.eventually(lambda: pushed()[xr.ENDPOINT_TYPE] == 1, what="the EDS push to be counted")
+            assert pushed() == {xr.CLUSTER_TYPE: 0, xr.ENDPOINT_TYPE: 1, xr.LISTENER_TYPE: 0, xr.ROUTE_TYPE: 0}
+            await mm.eventually(lambda: h.ds.metrics.convergence._sum.get() > 0,
+                                what="convergence (change seen -> ACK) to be measured")
 
     arun(body())
 
