@@ -26,7 +26,7 @@ import logging
 import math
 import socket
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -181,7 +181,8 @@ def counts_on_node(pod: Mapping[str, Any]) -> bool:
 
 
 def build_node_infos(nodes: Iterable[Obj], pods: Iterable[Obj],
-                     assumed: Mapping[str, tuple[str, ResourceList, list[tuple[str, str, int]]]] = {}) -> dict[str, NodeInfo]:
+                     assumed: Mapping[str, tuple[str, ResourceList, list[tuple[str, str, int]]]] = {},
+                     requests_of: Callable[[Obj], ResourceList] = pod_requests) -> dict[str, NodeInfo]:
     infos = {name_of(n): NodeInfo(n, node_allocatable(n)) for n in nodes}
     seen: set[str] = set()
     for p in pods:
@@ -192,7 +193,7 @@ def build_node_infos(nodes: Iterable[Obj], pods: Iterable[Obj],
             continue
         seen.add(uid_of(p))
         try:
-            info.add(pod_requests(p), host_ports(p))
+            info.add(requests_of(p), host_ports(p))
         except QuantityError:
             info.add({}, host_ports(p))
     for uid, (node_name, reqs, ports) in assumed.items():
@@ -415,10 +416,14 @@ class Scheduler:
         self.attempts: dict[str, int] = {}  # failed attempts per pod, for the retry back-off
         self.assumed: dict[str, tuple[str, ResourceList, list[tuple[str, str, int]]]] = {}
         self._assumed_at: dict[str, float] = {}
+        self._requests: dict[str, tuple[str, ResourceList]] = {}  # uid → (resourceVersion, requests)
+        self._binds: set[asyncio.Task[None]] = set()
 
     # ---- events from the informers -------------------------------------------------------------------
     async def _on_pod(self, typ: str, pod: Obj, old: Obj | None) -> None:
         key = key_of(pod)
+        if typ == "DELETED":
+            self._requests.pop(uid_of(pod), None)
         if typ == "DELETED" or (pod.get("spec") or {}).get("nodeName"):
             self._forget_assumed(uid_of(pod))
             self.unschedulable.discard(key)
@@ -472,7 +477,9 @@ class Scheduler:
         finally:
             self.queue.shutdown()
             worker.cancel()
-            await asyncio.gather(worker, return_exceptions=True)
+            for t in self._binds:
+                t.cancel()
+            await asyncio.gather(worker, *self._binds, return_exceptions=True)
             if self._own_informers:
                 await self.informers.stop()
 
@@ -502,8 +509,10 @@ class Scheduler:
             await self._set_unschedulable(pod, "SchedulingGated",
                                           "Scheduling is blocked due to non-empty scheduling gates", now, event=False)
             return
+        if uid_of(pod) in self.assumed:
+            return  # being bound right now
         self._expire_assumed()
-        infos = build_node_infos(self.nodes.list(""), self.pods.list(), self.assumed)
+        infos = build_node_infos(self.nodes.list(""), self.pods.list(), self.assumed, self.requests_of)
         decision = schedule_one(pod, infos)
         if decision.node is None:
             self.attempts[key] = self.attempts.get(key, 0) + 1
@@ -511,7 +520,23 @@ class Scheduler:
             self.queue.add_after(key, UNSCHEDULABLE_FLUSH)
             await self._set_unschedulable(pod, "Unschedulable", decision.message, now, event=True)
             return
-        await self._bind(pod, decision.node)
+        # Assume the pod on its node at once and bind in the background, like the real scheduler's
+        # binding cycle: the next pod is scheduled meanwhile, counting this one.
+        self.assumed[uid_of(pod)] = (decision.node, self.requests_of(pod), host_ports(pod))
+        self._assumed_at[uid_of(pod)] = time.monotonic()
+        task = asyncio.create_task(self._bind(pod, decision.node))
+        self._binds.add(task)
+        task.add_done_callback(self._binds.discard)
+
+    def requests_of(self, pod: Obj) -> ResourceList:
+        """pod_requests, cached per pod version (every scheduling decision sums up every bound pod)."""
+        uid, rv = uid_of(pod), meta(pod).get("resourceVersion", "")
+        hit = self._requests.get(uid)
+        if hit is not None and hit[0] == rv:
+            return hit[1]
+        reqs = pod_requests(pod)
+        self._requests[uid] = (rv, reqs)
+        return reqs
 
     async def _set_unschedulable(self, pod: Obj, reason: str, message: str, now: str, *, event: bool) -> None:
         if event:
@@ -533,12 +558,15 @@ class Scheduler:
                    "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
         try:
             await self.kube.create(resource_path("v1", "pods", ns, name, "binding"), binding)
-        except ApiError as e:
-            if e.code in (404, 409):
-                return  # gone, or bound by someone else meanwhile
+        except asyncio.CancelledError:
             raise
-        self.assumed[uid_of(pod)] = (node, pod_requests(pod), host_ports(pod))
-        self._assumed_at[uid_of(pod)] = time.monotonic()
+        except Exception as e:
+            self._forget_assumed(uid_of(pod))
+            if isinstance(e, ApiError) and e.code in (404, 409):
+                return  # gone, or bound by someone else meanwhile
+            delay = self.queue.add_rate_limited(key_of(pod))
+            log.warning("binding %s/%s to %s failed (%s); retrying in %.1fs", ns, name, node, e, delay)
+            return
         self.attempts.pop(key_of(pod), None)
         self.recorder.event(pod, "v1", "Pod", "Normal", "Scheduled", f"Successfully assigned {ns}/{name} to {node}",
                             action="Binding")
