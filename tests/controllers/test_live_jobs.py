@@ -195,3 +195,14 @@ def test_cronjob_runs_on_schedule_with_history_limits(env: Env) -> None:
             assert len(env.batch.read_namespaced_cron_job("tick", ns).status.active) == 1
     finally:
         controller.clock = controller.ctx.clock
+
+
+def test_deleting_a_running_job_releases_and_removes_its_pods(env: Env) -> None:
+    ns = env.namespace("jdel")
+    with FakeKubelet(env, ns, fate=fate_from_label):
+        env.batch.create_namespaced_job(ns, job(fate_label="slow", parallelism=2, completions=2))
+        pods = wait_for("running pods", lambda: len([p for p in env.pods(ns) if p.status.phase == "Running"]) == 2
+                        and env.pods(ns))
+        assert all(TRACKING_FINALIZER in (p.metadata.finalizers or []) for p in pods)
+        env.batch.delete_namespaced_job("j", ns, propagation_policy="Background")
+        wait_for("pods gone (finalizers removed by the job controller)", lambda: not env.pods(ns), timeout=30)
