@@ -103,7 +103,7 @@ def rt_node(tmp_path: Path, need_root: None, monkeypatch: pytest.MonkeyPatch) ->
     layout.state_dir.mkdir(parents=True)
     subprocess.run(["ip", "netns", "add", layout.node_netns], check=True)
     node = RuntimeNode(layout, Sandboxes(layout), ImageStore(SOURCE_ROOT, sys.prefix, tmp_path / "images"),
-                    Runtime(), CgroupManager(name))
+                    Runtime(tmp_path / "shim"), CgroupManager(name))
     try:
         subprocess.run(["ip", "-n", layout.node_netns, "link", "set", "lo", "up"], check=True)
         setup_node_network(layout)

@@ -13,12 +13,13 @@ import logging
 import os
 import shutil
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
 from minimesh.cluster.local import hostnet, runtime_state
 from minimesh.cluster.local.images import ImageStore
-from minimesh.cluster.local.layout import ClusterLayout
+from minimesh.cluster.local.layout import ClusterLayout, existing_clusters
 from minimesh.cluster.local.node.cgroups import CgroupManager
 from minimesh.cluster.local.node.events import EventRecorder
 from minimesh.cluster.local.node.podlogic import BACKOFF_CAP, Backoff
@@ -29,7 +30,7 @@ from minimesh.cluster.local.node.sandbox import Sandboxes
 from minimesh.cluster.local.node.security import Passwd
 from minimesh.cluster.local.node.tokens import TokenManager
 from minimesh.cluster.local.node.volumes import VolumeManager
-from minimesh.k8s.aclient import AsyncKube, Informer
+from minimesh.k8s.aclient import ApiError, AsyncKube, Informer, resource_path
 from minimesh.paths import state_root
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class Kubelet:
         self.recorder = recorder
         self.images = images
         self.allocatable = allocatable
-        self.runtime = Runtime()
+        self.runtime = Runtime(layout.state_dir / "shim")
         self.sandboxes = Sandboxes(layout)
         self.cgroups = CgroupManager(layout.name)
         self.tokens = TokenManager(kube)
@@ -147,8 +148,6 @@ class Kubelet:
         task.add_done_callback(self.bg.discard)
 
     async def _delete_finished(self, pod: dict[str, Any]) -> None:
-        from minimesh.k8s.aclient import ApiError, resource_path
-
         meta = pod["metadata"]
         with contextlib.suppress(ApiError):
             await self.kube.delete(resource_path("v1", "pods", meta["namespace"], meta["name"]),
@@ -172,8 +171,6 @@ class Kubelet:
                     await self.teardown_pod(uid)
             for ns in self.sandboxes.orphan_netns(set(live)):
                 await asyncio.to_thread(hostnet.delete_netns, ns)
-            from minimesh.cluster.local.layout import existing_clusters
-
             self.cgroups.sweep_stale(set(existing_clusters()))
             for pod in live.values():
                 self._dispatch("ADDED", pod, adopt=True)
@@ -201,7 +198,11 @@ class Kubelet:
         pdir = runtime_state.pod_dir(self.layout.pods_dir, uid)
         VolumeManager(pdir, [], lambda *_: None, lambda *_: None, _no_token).teardown()
         self.cgroups.remove_pod(uid)
-        shutil.rmtree(pdir, ignore_errors=True)
+        errors: list[str] = []
+        shutil.rmtree(pdir, onerror=lambda fn, path, exc: errors.append(f"{path}: {exc[1]}"))
+        if pdir.exists():
+            log.warning("pod dir %s not removed: %s", pdir, "; ".join(errors[:5]))
+        log.info("pod %s torn down", uid)
 
 
 async def _no_token(*_: Any) -> str:
@@ -210,8 +211,6 @@ async def _no_token(*_: Any) -> str:
 
 def kill_pod_containers(pods_dir: Path, uid: str) -> None:
     """SIGKILL every container of a pod that a start record says is alive (hostNetwork ones too)."""
-    import time
-
     shims = []
     cdirs = runtime_state.pod_dir(pods_dir, uid) / "containers"
     if not cdirs.is_dir():

@@ -614,10 +614,13 @@ class PodWorker:
         if not self.terminal:
             codes = [c.last_exit.exit_code if c.last_exit else 1 for c in self.crecs.values() if not c.init]
             self.terminal = "Succeeded" if codes and all(code == 0 for code in codes) else "Failed"
+        # Everything is gone from the node before the final status and the DELETE: once the API shows
+        # the pod terminal (or gone) nothing of it is left here.
+        await self.k.teardown_pod(self.uid)
+        self.sandbox_torn_down = True
         if not self.removed:
             with contextlib.suppress(Exception):
                 await self.push_status()
-        await self.k.teardown_pod(self.uid)
         if not self.removed:
             try:
                 await self.k.kube.delete(

@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 # Exit code containerd reports when the process could not be started at all (reason StartError).
 START_ERROR_EXIT_CODE = 128
+
+
+def rfc3339(t: datetime | None = None) -> str:
+    return (t or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass

@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,10 +26,40 @@ from minimesh.cluster.local.node.runspec import (
     StartRecord,
     read_exit,
     read_start,
+    rfc3339,
 )
 
 log = logging.getLogger(__name__)
-CODE_ROOT = str(Path(minimesh.__file__).resolve().parent.parent)
+CODE_ROOT = Path(minimesh.__file__).resolve().parent.parent
+SHIM_MODULES = (
+    "minimesh/__init__.py", "minimesh/cluster/__init__.py", "minimesh/cluster/local/__init__.py",
+    "minimesh/cluster/local/runtime_state.py", "minimesh/cluster/local/node/__init__.py",
+    "minimesh/cluster/local/node/nsutil.py", "minimesh/cluster/local/node/runspec.py",
+    "minimesh/cluster/local/node/shim.py",
+)
+
+
+def snapshot_shim_code(dest: Path) -> Path:
+    """Copy the few standard-library-only modules the shim runs into `dest` and return it.
+
+    Shims start from this copy, so containers keep starting even when the tree the node was started
+    from is replaced while the cluster runs (the test suite rebuilds its solved tree as code changes).
+    """
+    tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+    for attempt in range(40):  # the source tree may be in the middle of being replaced: retry briefly
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            for rel in SHIM_MODULES:
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(CODE_ROOT / rel, tmp / rel)
+            break
+        except FileNotFoundError:
+            if attempt == 39:
+                raise
+            time.sleep(0.05)
+    shutil.rmtree(dest, ignore_errors=True)  # running shims have their modules loaded already
+    tmp.rename(dest)
+    return dest
 
 
 @dataclass
@@ -63,8 +95,9 @@ def _is_child_of(pid: int, ppid: int) -> bool:
 
 
 class Runtime:
-    def __init__(self) -> None:
+    def __init__(self, code_dir: Path) -> None:
         self.python = sys.executable
+        self.code_root = str(snapshot_shim_code(code_dir))
 
     async def start(self, spec: RunSpec) -> Run:
         """Start one run; returns once the container process exists (or the run failed to start)."""
@@ -73,7 +106,7 @@ class Runtime:
         for stale in (cdir / f"{spec.run}.start.json", cdir / f"{spec.run}.exit.json", cdir / f"{spec.run}.log"):
             stale.unlink(missing_ok=True)
         sync_r, sync_w = os.pipe2(os.O_CLOEXEC)
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": CODE_ROOT, "PYTHONDONTWRITEBYTECODE": "1"}
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": self.code_root, "PYTHONDONTWRITEBYTECODE": "1"}
         shim_log = cdir / "shim.log"
         try:
             pid = os.posix_spawn(
@@ -155,8 +188,6 @@ class Runtime:
             tail = ""
             with contextlib.suppress(OSError):
                 tail = (run.container_dir / "shim.log").read_text(errors="replace")[-500:]
-            from minimesh.cluster.local.node.shim import rfc3339
-
             run.exit = ExitRecord(run.container_id, 137 if run.start else 128, "Error" if run.start else "StartError",
                                   rfc3339(), run.start.started_at if run.start else "",
                                   message=f"container shim exited without a record {tail}".strip())

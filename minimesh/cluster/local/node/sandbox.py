@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,8 +153,6 @@ class Sandboxes:
 
 
 def remove_pod_dir(pods_dir: Path, pod_uid: str) -> None:
-    import shutil
-
     d = runtime_state.pod_dir(pods_dir, pod_uid)
     with contextlib.suppress(FileNotFoundError):
         shutil.rmtree(d)

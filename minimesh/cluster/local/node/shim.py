@@ -25,7 +25,6 @@ import stat
 import sys
 import time
 from dataclasses import asdict
-from datetime import UTC, datetime
 
 from minimesh.cluster.local import runtime_state
 from minimesh.cluster.local.node import nsutil
@@ -35,6 +34,7 @@ from minimesh.cluster.local.node.runspec import (
     MountSpec,
     RunSpec,
     StartRecord,
+    rfc3339,
 )
 
 SETPRIV = "/usr/bin/setpriv"
@@ -47,10 +47,6 @@ DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc
 
 class StartError(Exception):
     """The container could not be created or started; the message is what `kubectl describe` shows."""
-
-
-def rfc3339(t: datetime | None = None) -> str:
-    return (t or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ---- paths inside the new root ---------------------------------------------------------------------

@@ -12,6 +12,7 @@ import os
 import signal
 import time
 
+from minimesh.cluster.local.layout import existing_clusters
 from minimesh.cluster.local.node.cgroups import CgroupManager
 
 
@@ -29,7 +30,5 @@ def cleanup_cluster(name: str) -> list[str]:
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.05)
     cg.remove_all()
-    from minimesh.cluster.local.layout import existing_clusters
-
     cg.sweep_stale({c for c in existing_clusters() if c != name})
     return [f"cgroups of pod {uid}" for uid in pods]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from minimesh.cluster.local.node import atomic_writer
+from minimesh.cluster.local.node import atomic_writer, quantity
 from minimesh.cluster.local.node.atomic_writer import FileProjection, Payload
 from minimesh.cluster.local.node.envvars import Getter, PodContext, field_ref, resource_field_ref
 from minimesh.cluster.local.node.security import ConfigError
@@ -253,8 +253,6 @@ class VolumeManager:
 
 
 def _bytes(size: str) -> int:
-    from minimesh.cluster.local.node import quantity
-
     return int(quantity.parse(size))
 
 
