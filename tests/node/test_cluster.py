@@ -94,9 +94,6 @@ def cluster() -> Iterator[tuple[ClusterLayout, Api]]:
             os.environ.pop("MINIMESH_CRASHLOOP_BACKOFF", None)
         else:
             os.environ["MINIMESH_CRASHLOOP_BACKOFF"] = old
-        import shutil as _sh
-        _sh.copy(f"/run/minimesh/clusters/{name}/logs/node.log", f"/tmp/mmdev/{name}-node.log")
-        _sh.copy(f"/run/minimesh/clusters/{name}/logs/controlplane.log", "/tmp/mmdev/last-cp.log")
         lifecycle.down(name)
         from minimesh.cluster.local.node.teardown import cleanup_cluster
 
