@@ -69,9 +69,6 @@ class Discovery:
         self._last: Discovered | None = None
         self._lock = asyncio.Lock()
 
-    @property
-    def last(self) -> Discovered | None:
-        return self._last
 
     async def refresh(self) -> Discovered:
         async with self._lock:

@@ -106,8 +106,3 @@ class EventRecorder:
         self._seen.move_to_end(key)
         while len(self._seen) > _MAX_CACHE:
             self._seen.popitem(last=False)
-
-    async def flush(self) -> None:
-        """Wait for the events in flight (tests, shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)

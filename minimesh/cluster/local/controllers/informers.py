@@ -77,8 +77,6 @@ class Informers:
                 self._start(key, st)
         return st
 
-    def has(self, api_version: str, plural: str) -> bool:
-        return (api_version, plural) in self._stores
 
     def _start(self, key: tuple[str, str], st: Store) -> None:
         self._tasks[key] = asyncio.create_task(st.informer.run(), name=f"informer {key[0]} {key[1]}")
