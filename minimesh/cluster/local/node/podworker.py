@@ -655,11 +655,11 @@ class PodWorker:
             st["state"] = {"terminated": self._terminated(last_exit)}
             prev = c.exits.get(latest - 1)
         else:
-            reason = "PodInitializing" if (not c.init and not podlogic.initialized(self.pod["spec"], self._views())
-                                           and (self.pod["spec"].get("initContainers"))) else "ContainerCreating"
-            if c.init and not self.sandbox:
-                reason = "PodInitializing"
-            st["state"] = {"waiting": {"reason": reason}}
+            # as the kubelet reports containers that have not run yet: PodInitializing while init
+            # containers are pending, ContainerCreating otherwise
+            initializing = c.init or (bool(self.pod["spec"].get("initContainers"))
+                                      and not podlogic.initialized(self.pod["spec"], self._views()))
+            st["state"] = {"waiting": {"reason": "PodInitializing" if initializing else "ContainerCreating"}}
             prev = None
         st["lastState"] = {"terminated": self._terminated(prev)} if prev else {}
         return st
