@@ -94,17 +94,14 @@ def format_time(t: float) -> str:
     return f"{_time_cache[1]}.{int((t - sec) * 1000):03d}Z"
 
 
-def _d(v: object) -> object:
-    return v if v not in ("", None) else "-"
-
-
 def format_line(i: StreamInfo) -> str:
     req = f'"{i.method} {i.path} {i.protocol}"' if i.method else '"- - -"'
+    ust = i.upstream_service_time
     return (f'[{format_time(i.start_time)}] {req} {i.response_code} {i.flags_text()} {i.bytes_received} '
-            f'{i.bytes_sent} {i.duration_ms} {_d(i.upstream_service_time)} "{_d(i.x_forwarded_for)}" '
-            f'"{_d(i.user_agent)}" "{_d(i.request_id)}" "{_d(i.authority)}" "{_d(i.upstream_host)}" '
-            f'{_d(i.upstream_cluster)} {_d(i.upstream_local)} {_d(i.downstream_local)} {_d(i.downstream_remote)} '
-            f'{_d(i.sni)} {_d(i.route_name)}\n')
+            f'{i.bytes_sent} {i.duration_ms} {"-" if ust is None else ust} "{i.x_forwarded_for or "-"}" '
+            f'"{i.user_agent or "-"}" "{i.request_id or "-"}" "{i.authority or "-"}" "{i.upstream_host or "-"}" '
+            f'{i.upstream_cluster or "-"} {i.upstream_local or "-"} {i.downstream_local or "-"} '
+            f'{i.downstream_remote or "-"} {i.sni or "-"} {i.route_name or "-"}\n')
 
 
 class AccessLog:

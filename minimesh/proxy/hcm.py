@@ -290,24 +290,39 @@ class HttpConnectionManagerRuntime:
         """Serve one request; True if the connection can take another."""
         info = StreamInfo(d.local, d.remote, d.info.sni)
         headers = head.headers
-        if "host" not in headers:  # HTTP/1.0 without Host: like Envoy's default_host_for_http_10
-            headers.add("host", d.local)
+        # one pass over the headers for everything the connection manager reads
+        host = ua = rid = xfp = xff = expect = None
+        for k, v in headers.items():
+            if k == "host":
+                host = v
+            elif k == "user-agent":
+                ua = v
+            elif k == "x-request-id":
+                rid = v
+            elif k == "x-forwarded-proto":
+                xfp = v
+            elif k == "x-forwarded-for":
+                xff = v if xff is None else f"{xff},{v}"
+            elif k == "expect":
+                expect = v
+        if host is None:  # HTTP/1.0 without Host: like Envoy's default_host_for_http_10
+            host = d.local
+            headers.add("host", host)
         info.method = head.method
         info.path = head.target
         info.protocol = "HTTP/1.1" if head.version == "1.1" else "HTTP/1.0"
-        info.authority = head.authority
-        info.user_agent = headers.get("user-agent") or ""
-        rid = headers.get("x-request-id")
+        info.authority = host
+        info.user_agent = ua or ""
         if not rid and self.cfg.generate_request_id:
             rid = new_request_id()
             headers.add("x-request-id", rid)
         info.request_id = rid or ""
-        if "x-forwarded-proto" not in headers:
+        if xfp is None:
             headers.add("x-forwarded-proto", "https" if d.info.tls else "http")
         if self.cfg.use_remote_address:
-            xff = headers.get("x-forwarded-for")
-            headers.set("x-forwarded-for", f"{xff},{d.info.remote[0]}" if xff else d.info.remote[0])
-        info.x_forwarded_for = headers.get("x-forwarded-for") or ""
+            xff = f"{xff},{d.info.remote[0]}" if xff else d.info.remote[0]
+            headers.set("x-forwarded-for", xff)
+        info.x_forwarded_for = xff or ""
         ex = Exchange(d, head, info)
         if self.owner.draining:
             ex.keep_alive = False  # Envoy: a draining listener answers with connection: close
@@ -321,7 +336,7 @@ class HttpConnectionManagerRuntime:
                 self._write_local(d, info, LocalReply(403, "", details="upgrade_failed"), keep=False,
                                   method=head.method, ex=ex)
             else:
-                if (headers.get("expect") or "").lower() == "100-continue" and not ex.body.complete:
+                if expect is not None and expect.lower() == "100-continue" and not ex.body.complete:
                     d.chan.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 await self._decode(ex)
         except asyncio.CancelledError:

@@ -31,7 +31,10 @@ class Headers:
         return [v for k, v in self._items if k == name]
 
     def __contains__(self, name: object) -> bool:
-        return any(k == name for k, _ in self._items)
+        for k, _ in self._items:  # noqa: SIM110  (a plain loop beats any() on the hot path)
+            if k == name:
+                return True
+        return False
 
     def add(self, name: str, value: str) -> None:
         self._items.append((name, value))
@@ -48,7 +51,7 @@ class Headers:
         return v
 
     def remove(self, name: str) -> None:
-        if any(k == name for k, _ in self._items):
+        if name in self:
             self._items = [(k, v) for k, v in self._items if k != name]
 
     def items(self) -> list[tuple[str, str]]:

@@ -101,7 +101,7 @@ def _framing(headers: Headers) -> tuple[bool, int | None, str | None]:
 
 
 class _Base:
-    __slots__ = ("_events", "_head_bytes", "_headers", "_in_head", "_max_head", "_parser", "_pending",
+    __slots__ = ("_events", "_head_bytes", "_in_head", "_max_head", "_parser", "_pending", "_raw",
                  "_status_text", "_url")
 
     def __init__(self, max_head_bytes: int) -> None:
@@ -111,7 +111,7 @@ class _Base:
         self._reset_head()
 
     def _reset_head(self) -> None:
-        self._headers: list[tuple[str, str]] = []
+        self._raw: list[tuple[bytes, bytes]] = []
         self._url = b""
         self._status_text = b""
         self._head_bytes = 0
@@ -129,10 +129,18 @@ class _Base:
         self._status_text += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._head_bytes += len(name) + len(value) + 4
-        if value and value[-1] in (32, 9):  # llhttp drops leading whitespace, not trailing
-            value = value.rstrip(b" \t")
-        self._headers.append((name.decode("latin-1").lower(), value.decode("latin-1")))
+        self._raw.append((name, value))  # decoded once the head is complete (hot path: keep this tiny)
+
+    def _take_headers(self) -> Headers:
+        raw = self._raw
+        self._raw = []
+        size = self._head_bytes
+        for n, v in raw:
+            size += len(n) + len(v) + 4
+        self._head_bytes = size
+        # llhttp drops the whitespace before a value, not after it
+        return Headers([(n.decode("latin-1").lower(),
+                         (v.rstrip(b" \t") if v and v[-1] in (32, 9) else v).decode("latin-1")) for n, v in raw])
 
     def on_body(self, body: bytes) -> None:
         self._events.append(body)
@@ -154,10 +162,10 @@ class RequestParser(_Base):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._pending = 0
+        headers = self._take_headers()
         if self._head_bytes > self._max_head:
             raise HttpError(431, "request_headers_too_large")
         p = self._parser
-        headers = Headers(self._headers)
         chunked, length, err = _framing(headers)
         if err:
             raise HttpError(400, f"http1.codec_error: {err}")
@@ -230,6 +238,7 @@ class ResponseParser(_Base):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._pending = 0
+        headers = self._take_headers()
         if self._head_bytes > self._max_head:
             raise HttpError(502, "upstream response headers too large")
         p = self._parser
@@ -237,7 +246,6 @@ class ResponseParser(_Base):
         self._interim = 100 <= status < 200
         if self._interim:
             return  # interim response (100 Continue): skipped, the final one follows
-        headers = Headers(self._headers)
         chunked, length, err = _framing(headers)
         if err:
             raise HttpError(502, f"protocol_error: {err}")

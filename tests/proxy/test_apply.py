@@ -133,17 +133,21 @@ def test_config_swap_under_load_fails_no_request() -> None:
 
             clients = [asyncio.create_task(client()) for _ in range(6)]
             for i in range(12):
-                await asyncio.sleep(0.08)
+                done = sum(statuses.values())
+                while sum(statuses.values()) < done + 10 and not errors:  # requests overlap every swap
+                    await asyncio.sleep(0.01)
                 target = "cb" if i % 2 == 0 else "ca"
                 listener = parse_resource(LISTENER_TYPE, http_listener(
                     "dyn", hcm(rds="r", stat_prefix="dyn", request_headers_timeout=f"{10 + i}s"), port=port))
                 ca = parse_resource(CLUSTER_TYPE, static_cluster("ca", [a.port], connect_timeout=f"{1 + i}s"))
                 await p.apply(Snapshot(clusters=(ca, cb), listeners=(listener,), routes=(routes(target),),
                                        version_info={"listeners": str(i), "routes": str(i), "clusters": str(i)}))
-            await asyncio.sleep(0.1)
+            done = sum(statuses.values())
+            while sum(statuses.values()) < done + 10 and not errors:
+                await asyncio.sleep(0.01)
             stop.set()
             await asyncio.gather(*clients)
             assert errors == [] and set(statuses) == {200}, (errors[:3], statuses)
-            assert seen["a"] > 20 and seen["b"] > 20
-            assert sum(statuses.values()) > 100
+            assert seen["a"] >= 10 and seen["b"] >= 10
+            assert p.stats.get("listener_manager.lds.update_success") == 13
     run(main())

@@ -184,10 +184,9 @@ def test_timeouts_give_504_ut() -> None:
     async def main() -> None:
         async with upstreams("a") as (a,):
             async with running_proxy(simple_boot([a.port], {"timeout": "0.2s"})) as p, aiohttp.ClientSession() as s:
-                t0 = time.monotonic()
                 async with s.get(f"http://{LOOPBACK}:{p.listener_port('l')}/?delay=2") as r:
+                    # (the upstream would answer 200 after 2 s: a 504 means the route timeout fired)
                     assert r.status == 504 and await r.text() == "upstream request timeout"
-                assert time.monotonic() - t0 < 1.5
                 assert last_log(p).flags_text() == "UT"
                 assert p.stats.get("cluster.c.upstream_rq_timeout") == 1
             policy = {"retry_on": "5xx", "num_retries": 1, "per_try_timeout": "0.1s",
@@ -236,7 +235,9 @@ def test_circuit_breakers_give_503_uo() -> None:
                         return r.status
 
                 slow = asyncio.create_task(get("/?delay=0.5"))
-                await asyncio.sleep(0.2)
+                cluster = p.clusters.get("c")
+                while cluster.rq_active == 0:  # the slow request holds the only connection
+                    await asyncio.sleep(0.01)
                 assert await get("/") == 503
                 assert last_log(p).flags_text() == "UO"
                 assert await slow == 200
@@ -297,9 +298,11 @@ def test_client_disconnect_mid_request_is_dc_and_closes_upstream() -> None:
 
     async def main() -> None:
         eof = upstream_saw_eof()
+        got = asyncio.Event()
 
         async def slow(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
             await read_request(r)
+            got.set()
             if await r.read(1) == b"":
                 eof.set()
 
@@ -307,9 +310,9 @@ def test_client_disconnect_mid_request_is_dc_and_closes_upstream() -> None:
             _rd, wr = await asyncio.open_connection(LOOPBACK, p.listener_port("l"))
             wr.write(b"GET /wait HTTP/1.1\r\nHost: x\r\n\r\n")
             await wr.drain()
-            await asyncio.sleep(0.2)
+            await got.wait()  # the request is at the upstream, waiting for its answer
             wr.close()
-            async with asyncio.timeout(3):
+            async with asyncio.timeout(10):
                 await eof.wait()
                 while not p.access_log.recent():
                     await asyncio.sleep(0.01)
@@ -330,9 +333,8 @@ def test_bad_requests_get_4xx_and_close() -> None:
                 assert status_of(raw) == 400 and b"connection: close" in raw
                 raw = await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nBig: " + b"b" * 5000 + b"\r\n\r\n")
                 assert status_of(raw) == 431
-                t0 = time.monotonic()
-                raw = await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n", read_timeout=3)
-                assert status_of(raw) == 408 and time.monotonic() - t0 < 2
+                raw = await raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n", read_timeout=10)
+                assert status_of(raw) == 408
                 assert p.stats.get("http.ingress.downstream_rq_header_timeout") == 1
                 # a body longer than declared: the extra bytes are a bad next request
                 raw = await raw_exchange(port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nabcdef\r\n\r\n")
