@@ -101,9 +101,9 @@ def rt_node(tmp_path: Path, need_root: None, monkeypatch: pytest.MonkeyPatch) ->
     layout = ClusterLayout(name=name, index=0, api_port=0, source_root=str(SOURCE_ROOT),
                            extra_mounts=[{"hostPath": str(SOURCE_ROOT), "containerPath": "/opt/minimesh"}])
     layout.state_dir.mkdir(parents=True)
-    subprocess.run(["ip", "netns", "add", layout.node_netns], check=True)
     node = RuntimeNode(layout, Sandboxes(layout), ImageStore(SOURCE_ROOT, sys.prefix, tmp_path / "images"),
-                    Runtime(tmp_path / "shim"), CgroupManager(name))
+                       Runtime(tmp_path / "shim"), CgroupManager(name))
+    subprocess.run(["ip", "netns", "add", layout.node_netns], check=True)
     try:
         subprocess.run(["ip", "-n", layout.node_netns, "link", "set", "lo", "up"], check=True)
         setup_node_network(layout)
@@ -114,4 +114,3 @@ def rt_node(tmp_path: Path, need_root: None, monkeypatch: pytest.MonkeyPatch) ->
             node.cgroups.remove_pod(uid)
         node.cgroups.remove_all()
         hostnet.delete_netns(layout.node_netns)
-        subprocess.run(["umount", "-R", "-l", str(tmp_path / "state")], capture_output=True)

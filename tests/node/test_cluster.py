@@ -21,6 +21,7 @@ import pytest
 
 from minimesh.cluster.local import hostnet, lifecycle, runtime_state
 from minimesh.cluster.local.layout import ClusterLayout
+from minimesh.cluster.local.node.teardown import cleanup_cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.xdist_group("node-cluster")]
 NODE = "minimesh-control-plane"
@@ -94,10 +95,10 @@ def cluster() -> Iterator[tuple[ClusterLayout, Api]]:
             os.environ.pop("MINIMESH_CRASHLOOP_BACKOFF", None)
         else:
             os.environ["MINIMESH_CRASHLOOP_BACKOFF"] = old
-        lifecycle.down(name)
-        from minimesh.cluster.local.node.teardown import cleanup_cluster
-
-        cleanup_cluster(name)
+        try:
+            lifecycle.down(name)
+        finally:
+            cleanup_cluster(name)
 
 
 def ensure_default_objects(api: Api, layout: ClusterLayout) -> None:
