@@ -36,7 +36,9 @@ def answers(reply: DNSRecord) -> list[str]:
 
 
 def test_service_pod_srv_ptr_and_nxdomain() -> None:
-    r = Resolver(Index.build(SERVICES, SLICES))
+    pods = [{"metadata": {"name": "web", "namespace": "shop"}, "spec": {},
+             "status": {"phase": "Running", "podIP": "10.244.0.42"}}]
+    r = Resolver(Index.build(SERVICES, SLICES, pods=pods))
     assert answers(ask(r, "details.default.svc.cluster.local")) == ["10.96.5.5"]
     assert answers(ask(r, "db.shop.svc.cluster.local")) == ["10.244.0.8", "10.244.0.9"]  # headless: ready only
     assert answers(ask(r, "db-0.db.shop.svc.cluster.local")) == ["10.244.0.8"]
@@ -45,6 +47,8 @@ def test_service_pod_srv_ptr_and_nxdomain() -> None:
     assert [(rr.rdata.port, str(rr.rdata.target)) for rr in srv.rr] == [(9080, "details.default.svc.cluster.local.")]
     assert answers(ask(r, "5.5.96.10.in-addr.arpa", "PTR")) == ["details.default.svc.cluster.local."]
     assert answers(ask(r, "8.0.244.10.in-addr.arpa", "PTR")) == ["db-0.db.shop.svc.cluster.local."]
+    assert answers(ask(r, "42.0.244.10.in-addr.arpa", "PTR")) == ["10-244-0-42.shop.pod.cluster.local."]
+    assert ask(r, "43.0.244.10.in-addr.arpa", "PTR").header.rcode == RCODE.NXDOMAIN
     # the search path of a pod in "default" tries these first: they must not exist
     for name in ("details.default.default.svc.cluster.local", "details.svc.cluster.local", "details.cluster.local",
                  "nope.default.svc.cluster.local", "example.com"):

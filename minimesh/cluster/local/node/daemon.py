@@ -65,7 +65,7 @@ async def serve(layout: ClusterLayout) -> None:
         backoff_base=backoff_base(layout),
     )
     proxy = KubeProxy(services, slices)
-    dns = ClusterDns(services, slices, layout.node_ip)
+    dns = ClusterDns(services, slices, layout.node_ip, pods=kubelet.pods)  # one node: its pods are all pods
     await dns.start()
 
     tasks = [asyncio.create_task(inf.run(), name=f"informer {inf.path}") for inf in (services, slices, configmaps, secrets)]

@@ -4,7 +4,7 @@
     <host>.<svc>.<ns>.svc.cluster.local   A    an endpoint with that hostname (headless services)
     <a-b-c-d>.<ns>.pod.cluster.local      A    a.b.c.d
     _<port>._<proto>.<svc>.<ns>.svc...    SRV  port and target
-    <reversed ip>.in-addr.arpa            PTR  services and endpoints
+    <reversed ip>.in-addr.arpa            PTR  services, endpoints, then pods (a-b-c-d.<ns>.pod...)
     anything else                         NXDOMAIN (the cluster has no upstream resolver)
 """
 
@@ -28,10 +28,16 @@ class Index:
     services: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (ns, name) -> Service
     slices: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)  # (ns, svc) -> slices
     namespaces: set[str] = field(default_factory=set)
+    pod_ips: dict[str, str] = field(default_factory=dict)  # pod IP -> namespace (reverse lookups)
 
     @classmethod
-    def build(cls, services: list[dict[str, Any]], slices: list[dict[str, Any]], namespaces: list[str] | None = None) -> Index:
+    def build(cls, services: list[dict[str, Any]], slices: list[dict[str, Any]], namespaces: list[str] | None = None,
+              pods: list[dict[str, Any]] | None = None) -> Index:
         idx = cls()
+        for p in pods or []:
+            spec, status = p.get("spec") or {}, p.get("status") or {}
+            if status.get("podIP") and not spec.get("hostNetwork") and status.get("phase") in ("Pending", "Running"):
+                idx.pod_ips[status["podIP"]] = p["metadata"]["namespace"]
         for s in services:
             idx.services[(s["metadata"]["namespace"], s["metadata"]["name"])] = s
             idx.namespaces.add(s["metadata"]["namespace"])
@@ -194,6 +200,8 @@ class Resolver:
                 for ep in ready_endpoints(slices):
                     if ip in (ep.get("addresses") or []):
                         targets.append(f"{ep.get('hostname') or dashed(ip)}.{svc_name}.{ns}.svc.{self.domain}.")
+        if not targets and ip in self.index.pod_ips:
+            targets.append(f"{dashed(ip)}.{self.index.pod_ips[ip]}.pod.{self.domain}.")
         if not targets:
             return [], False
         if qtype not in (QTYPE.PTR, QTYPE.ANY):

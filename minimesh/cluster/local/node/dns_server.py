@@ -19,23 +19,25 @@ log = logging.getLogger(__name__)
 
 
 class ClusterDns:
-    def __init__(self, services: Informer, slices: Informer, host: str, port: int = 53):
+    def __init__(self, services: Informer, slices: Informer, host: str, port: int = 53, pods: Informer | None = None):
         self.services = services
         self.slices = slices
+        self.pods = pods
         self.host = host
         self.port = port
         self.resolver = Resolver(Index())
         self.udp: asyncio.DatagramTransport | None = None
         self.tcp: asyncio.base_events.Server | None = None
         self.queries = 0
-        services.add_handler(self._changed)
-        slices.add_handler(self._changed)
+        for inf in (services, slices, *([pods] if pods else [])):
+            inf.add_handler(self._changed)
 
     async def _changed(self, typ: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
         self.rebuild()
 
     def rebuild(self) -> None:
-        self.resolver.index = Index.build(self.services.items(), self.slices.items())
+        self.resolver.index = Index.build(self.services.items(), self.slices.items(),
+                                          pods=self.pods.items() if self.pods else None)
 
     def handle(self, data: bytes) -> bytes | None:
         try:
