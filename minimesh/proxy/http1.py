@@ -85,8 +85,11 @@ def _framing(headers: Headers) -> tuple[bool, int | None, str | None]:
             cl.append(v)
         elif k == "transfer-encoding":
             te = v if te is None else f"{te},{v}"
-    if te is None and not cl:
-        return False, None, None
+    if te is None:
+        if not cl:
+            return False, None, None
+        if len(cl) == 1 and cl[0].isdigit():  # the common case
+            return False, int(cl[0]), None
     chunked = bool(te) and te.replace(" ", "").lower().split(",")[-1] == "chunked"
     if te and not chunked:
         return False, None, f"unsupported transfer-encoding {te!r}"
@@ -147,6 +150,7 @@ class _Base:
 
     def on_message_complete(self) -> None:
         self._events.append(END)
+        self._in_head = True  # the bytes that follow belong to the next head
 
 
 class RequestParser(_Base):
@@ -161,8 +165,8 @@ class RequestParser(_Base):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._pending = 0
         headers = self._take_headers()
+        self._pending = 0
         if self._head_bytes > self._max_head:
             raise HttpError(431, "request_headers_too_large")
         p = self._parser
@@ -237,8 +241,8 @@ class ResponseParser(_Base):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._pending = 0
         headers = self._take_headers()
+        self._pending = 0
         if self._head_bytes > self._max_head:
             raise HttpError(502, "upstream response headers too large")
         p = self._parser
@@ -259,6 +263,7 @@ class ResponseParser(_Base):
         if not self._done and not self._interim:
             self._events.append(END)
         self._interim = False
+        self._in_head = True
 
     def feed(self, data: bytes) -> list[object]:
         self._events = []

@@ -106,10 +106,9 @@ class Router:
                 target = "/" + target
         if action.host_rewrite_literal:
             h.set("host", action.host_rewrite_literal)
-        h.apply(extra_headers)
-        h.apply(route.request_headers_to_add)
-        h.apply(vh.request_headers_to_add)
-        h.apply(rc.request_headers_to_add)
+        for opts in (extra_headers, route.request_headers_to_add, vh.request_headers_to_add, rc.request_headers_to_add):
+            if opts:
+                h.apply(opts)
         for hn in route.request_headers_to_remove:
             h.remove(hn)
         tel = self.proxy.telemetry
@@ -405,9 +404,9 @@ class Router:
         h.add("x-envoy-upstream-service-time", str(info.upstream_service_time))
         if attempts > 1 or vh.include_attempt_count_in_response:
             h.set("x-envoy-attempt-count", str(attempts))
-        h.apply(route.response_headers_to_add)
-        h.apply(vh.response_headers_to_add)
-        h.apply(rc.response_headers_to_add)
+        for opts in (route.response_headers_to_add, vh.response_headers_to_add, rc.response_headers_to_add):
+            if opts:
+                h.apply(opts)
         if rh.no_body:
             mode = "none"
             if ex.head.method == "HEAD" and rh.content_length is not None:

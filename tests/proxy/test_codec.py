@@ -197,3 +197,16 @@ def test_access_log_line_shape() -> None:
     assert line.endswith('"GET /details/0 HTTP/1.1" 503 UF,URX 0 0 0 - "-" "curl/8" "rid" "details:9080" '
                          '"10.0.0.7:9080" outbound|9080||details - 10.0.0.5:9080 10.0.0.9:45678 - -\n')
     assert line.startswith("[20") and "Z]" in line
+
+
+def test_header_limit_applies_to_every_request_on_a_connection() -> None:
+    p = RequestParser(max_head_bytes=1024)
+    ok = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+    big = b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"y" * 3000 + b"\r\n\r\n"
+    assert p.feed(ok)[-1] is END
+    with pytest.raises(HttpError) as e:
+        for i in range(0, len(big), 700):
+            p.feed(big[i:i + 700])
+    assert e.value.status == 431
+    events = RequestParser(max_head_bytes=1024).feed(ok + big)
+    assert events[1] is END and isinstance(events[2], HttpError) and events[2].status == 431
