@@ -77,30 +77,55 @@ def _load_exercises() -> ModuleType:
     return module
 
 
+KEEP_VERSIONS = 5  # older builds may still back running clusters and test sessions
+
+
 def _build_tree(source_root: Path, dest: Path, overlay: Callable[[Path], None], salt: str) -> Path:
-    dest = dest.resolve()
+    """Build into `dest.<digest>` and point the `dest` symlink at it atomically.
+
+    Returns the versioned directory, not the symlink: a test session or a cluster started from it keeps
+    importing the same code even when a newer build replaces the symlink meanwhile.
+    """
+    dest = dest.absolute()
     pkg, sol = source_root / "minimesh", source_root / "solutions" / "minimesh"
     want = _digest(pkg, sol) if sol.exists() else _digest(pkg)
     if salt:
         want = hashlib.sha256((want + salt).encode()).hexdigest()
+    version = dest.with_name(f"{dest.name}.{want[:16]}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     with open(dest.parent / f".{dest.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        stamp = dest / ".digest"
-        if stamp.exists() and stamp.read_text() == want:
-            return dest
-        tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(pkg, tmp / "minimesh", ignore=IGNORE)
-        overlay(tmp)
-        for extra in ("clusters", "labs", "solutions", "tests", "pyproject.toml"):
-            src = source_root / extra
-            if src.is_dir():
-                os.symlink(src, tmp / extra)
-            elif src.exists():
-                shutil.copy2(src, tmp / extra)
-        (tmp / ".digest").write_text(want)
-        shutil.rmtree(dest, ignore_errors=True)
-        tmp.rename(dest)
-        os.chmod(dest, 0o755)
-    return dest
+        if not (version / ".digest").exists():
+            tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(pkg, tmp / "minimesh", ignore=IGNORE)
+            overlay(tmp)
+            for extra in ("clusters", "labs", "solutions", "tests", "pyproject.toml"):
+                src = source_root / extra
+                if src.is_dir():
+                    os.symlink(src, tmp / extra)
+                elif src.exists():
+                    shutil.copy2(src, tmp / extra)
+            (tmp / ".digest").write_text(want)
+            os.chmod(tmp, 0o755)
+            shutil.rmtree(version, ignore_errors=True)
+            tmp.rename(version)
+        link_tmp = dest.with_name(dest.name + f".link{os.getpid()}")
+        link_tmp.unlink(missing_ok=True)
+        os.symlink(version.name, link_tmp)
+        if dest.is_dir() and not dest.is_symlink():  # a tree from before versioned builds
+            shutil.rmtree(dest, ignore_errors=True)
+        os.replace(link_tmp, dest)
+        _prune(dest, keep=version)
+    return version
+
+
+def _prune(dest: Path, keep: Path) -> None:
+    builds = sorted(
+        (p for p in dest.parent.glob(f"{dest.name}.*") if p.is_dir() and (p / ".digest").exists()),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    for old in builds[KEEP_VERSIONS:]:
+        if old != keep:
+            shutil.rmtree(old, ignore_errors=True)

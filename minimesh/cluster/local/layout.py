@@ -63,6 +63,7 @@ class ClusterLayout:
     source_root: str  # the minimesh tree whose code the minimesh image runs
     node_name: str = "minimesh-control-plane"
     extra_mounts: list[dict[str, str]] = field(default_factory=list)  # like kind's extraMounts
+    crash_loop_backoff_seconds: float | None = None  # kubelet's CrashLoopBackOff base (10 s); tests shorten it
 
     # ---- derived names -------------------------------------------------------------------------
     @property

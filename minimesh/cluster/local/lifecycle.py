@@ -68,7 +68,9 @@ def _spawn(layout: ClusterLayout, component: str, netns: str | None = None) -> i
     layout.logs_dir.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", f"minimesh.cluster.local.{component}", "--name", layout.name]
     if netns:
-        argv = ["ip", "netns", "exec", netns, *argv]
+        # nsenter (not `ip netns exec`) keeps the host mount namespace, so the netns and mounts the
+        # kubelet creates are visible to `cluster down` and to the API server's exec/logs handlers.
+        argv = ["nsenter", f"--net=/run/netns/{netns}", "--", *argv]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([layout.source_root, *filter(None, [env.get("PYTHONPATH")])])
     env["MINIMESH_STATE_DIR"] = str(state_root())
@@ -271,6 +273,9 @@ def down(name: str) -> list[str]:
                 removed.append(f"process {component}")
         with contextlib.suppress(Exception):
             kubeconfig.remove_from_user(layout)
+    from minimesh.cluster.local.node.teardown import cleanup_cluster
+
+    removed += cleanup_cluster(name)
     prefix = f"mm-{name}_"
     for ns in hostnet.list_netns(prefix):
         hostnet.delete_netns(ns)
