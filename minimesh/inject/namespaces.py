@@ -2,8 +2,10 @@
 
 One daemon thread lists the namespaces, then watches from the list's resourceVersion; a timed-out watch
 resumes from the last version seen, a 410 Gone (version too old) relists, any other error retries after
-a pause. `labels(name)` is None for a namespace not seen yet: then the webhook's namespaceSelector,
-which the API server has just checked, is trusted.
+a pause. The cache can lag the API server by a moment (a namespace labelled just before its first
+pod is created), so when it says "not enabled", `labels` asks the API server once more before the pod is
+skipped. None means the namespace could not be read at all: then the webhook's namespaceSelector, which
+the API server has just checked, is trusted.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
+
+from minimesh.inject import names
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +44,25 @@ class NamespaceWatch:
         self._thread.join(timeout=2)
 
     def labels(self, name: str) -> dict[str, str] | None:
+        """The namespace's labels (blocking: may ask the API server; call it off the event loop)."""
         with self._lock:
             got = self._labels.get(name)
+        if got is None or got.get(names.NAMESPACE_LABEL) != names.NAMESPACE_ENABLED:
+            fresh = self._read(name)
+            if fresh is not None:
+                got = fresh
         return dict(got) if got is not None else None
+
+    def _read(self, name: str) -> dict[str, str] | None:
+        try:
+            ns = self._core.read_namespace(name, _request_timeout=5)
+        except Exception as e:  # keep what the cache says; the log tells why the fresh read failed
+            log.warning("namespaces: cannot read namespace %s (%s: %s); using the cache", name, type(e).__name__, e)
+            return None
+        labels = dict(ns.metadata.labels or {})
+        with self._lock:
+            self._labels[name] = labels
+        return labels
 
     def _relist(self) -> str:
         listed = self._core.list_namespace(_request_timeout=30)
@@ -76,6 +96,9 @@ class NamespaceWatch:
                     if event["type"] == "ERROR":
                         code = (event["raw_object"] or {}).get("code")
                         version = None if code == 410 else version
+                        if code != 410:
+                            log.warning("namespaces: watch error %s; retrying in %.0fs", event["raw_object"], self._retry)
+                            self._stop.wait(self._retry)
                         break
                     version = self._apply(event) or version
                     if self._stop.is_set():

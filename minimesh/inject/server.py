@@ -65,7 +65,9 @@ class Injector:
     async def inject(self, request: web.Request) -> web.Response:
         start = time.perf_counter()
         body = await request.read()
-        reply = review.handle(body, request.headers.get("Content-Type"), self.namespace_labels, self.config)
+        # in a worker thread: the namespace lookup may ask the API server (see namespaces.py)
+        reply = await asyncio.to_thread(review.handle, body, request.headers.get("Content-Type"),
+                                        self.namespace_labels, self.config)
         self.metrics.record(reply, time.perf_counter() - start)
         if reply.outcome == review.FAILURE:
             log.error("%s %s: %s: %s", request.method, request.path, reply.reason, reply.message)

@@ -62,9 +62,8 @@ def control_plane(options: Options, ca_pem: bytes) -> list[Obj]:
 def _set_image(deployment: Obj, options: Options) -> None:
     for c in deployment["spec"]["template"]["spec"]["containers"]:
         c["image"] = options.image
-        if c["name"] == "injector":
-            c["args"] = [a for a in c.get("args", []) if a not in ("--native-sidecars",)]
-            c["args"] += ["--image", options.image]
+        if c["name"] == "injector":  # the image of the containers it injects
+            c["args"] = [*c.get("args", []), "--image", options.image]
             if options.native_sidecars:
                 c["args"].append("--native-sidecars")
 

@@ -48,11 +48,9 @@ def restart_patch(now: dt.datetime) -> dict[str, Any]:
     return {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
 
 
-def _get(obj: Any, *path: str, default: Any = None) -> Any:
+def _get(obj: dict[str, Any], *path: str, default: Any = None) -> Any:
     for p in path:
-        if obj is None:
-            return default
-        obj = obj.get(p) if isinstance(obj, dict) else getattr(obj, p, None)
+        obj = obj.get(p) if isinstance(obj, dict) else None  # type: ignore[assignment]
     return default if obj is None else obj
 
 
