@@ -68,7 +68,8 @@ def test_append_and_set_ops_create_what_is_missing() -> None:
 
 # ---- golden pods -------------------------------------------------------------------------------------
 def test_plain_pod_matches_the_golden_file() -> None:
-    """The whole injected pod, reviewed by hand once; any change to the template shows up here."""
+    """The whole injected pod, reviewed by hand once; any change to the template shows up here.
+    After an intended change: MINIMESH_UPDATE_GOLDEN=1 pytest tests/inject/test_patch.py, then review the diff."""
     src = yaml.safe_load((GOLDEN / "plain.yaml").read_text())
     out = inject(src)
     golden = GOLDEN / "plain.injected.yaml"
