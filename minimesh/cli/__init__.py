@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, str] = {
     "install": "minimesh.cli.mesh:install",
     "rollout": "minimesh.cli.mesh:rollout",
     "capture": "minimesh.cli.mesh:capture",
+    "inject": "minimesh.cli.mesh:inject",
 }
 
 
