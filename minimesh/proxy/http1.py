@@ -230,14 +230,25 @@ class RequestParser(_Base):
 class ResponseParser(_Base):
     """Upstream responses to one request (`method` decides whether a body can follow)."""
 
-    __slots__ = ("_done", "_interim", "_method")
+    __slots__ = ("_broken", "_done", "_interim", "_method")
 
     def __init__(self, method: str = "GET", max_head_bytes: int = 60 * 1024) -> None:
         super().__init__(max_head_bytes)
         self._method = method
         self._done = False
+        self._broken = False
         self._interim = False
         self._parser = httptools.HttpResponseParser(self)
+
+    def reset(self, method: str) -> None:
+        """Get ready for the next response on the same keep-alive connection."""
+        self._method = method
+        self._interim = False
+
+    @property
+    def reusable(self) -> bool:
+        """False after a HEAD response (llhttp still waits for its body) or an error."""
+        return not self._done and not self._broken
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -274,8 +285,10 @@ class ResponseParser(_Base):
         try:
             self._parser.feed_data(data)
         except HttpError:
+            self._broken = True
             raise
         except httptools.HttpParserError as e:
+            self._broken = True
             cause = e.__context__
             if isinstance(cause, HttpError):
                 raise cause from None
@@ -288,6 +301,7 @@ class ResponseParser(_Base):
 
     def feed_eof(self, head: ResponseHead | None) -> list[object]:
         """The upstream closed. A close-delimited body ends here; anything else was cut short."""
+        self._broken = True
         if head is not None and not head.chunked and head.content_length is None and not head.no_body:
             return [END]
         raise HttpError(503, "upstream connection closed before the end of the response")

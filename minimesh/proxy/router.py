@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from minimesh.proxy import retry, routing
 from minimesh.proxy.config import RetryPolicy, Route, RouteConfiguration, VirtualHost
+from minimesh.proxy.deadline import Deadline
 from minimesh.proxy.filters.base import LocalReply
 from minimesh.proxy.headers import Headers
 from minimesh.proxy.http1 import (
@@ -121,7 +122,6 @@ class Router:
                 h.add("content-length", str(head.content_length))
         ex.body.take_buffered()
 
-        loop = asyncio.get_running_loop()
         timeout = action.timeout
         per_try = policy.per_try_timeout if policy else None
         max_retries = policy.num_retries if policy else 0
@@ -129,14 +129,15 @@ class Router:
         retries = 0
         first_sent: float | None = None
         att: Attempt | None = None
-        overall = asyncio.timeout(None)
+        overall = Deadline()
         try:
-            async with overall:
+            with overall:
                 if timeout:
+                    # Envoy's route timeout starts once the whole request has been read
                     if ex.body.complete:
-                        overall.reschedule(loop.time() + timeout)
+                        overall.set(timeout)
                     else:
-                        ex.body.on_complete = lambda: overall.reschedule(asyncio.get_running_loop().time() + timeout)
+                        ex.body.on_complete = lambda: overall.set(timeout)
                 while True:
                     n = retries + 1
                     att = await self._attempt(ex, cluster, h, target, n, vh, policy, per_try, tried, retries > 0)
@@ -170,7 +171,7 @@ class Router:
                     att = None
                     return
         except TimeoutError:
-            if not overall.expired():
+            if not overall.expired:
                 raise
             cluster.s_rq_timeout.inc()
             info.add_flag("UT")
@@ -215,7 +216,8 @@ class Router:
         try:
             if per_try:
                 try:
-                    async with asyncio.timeout(per_try):
+                    with Deadline() as dl:
+                        dl.set(per_try)
                         await self._send_and_read_head(ex, cluster, att, h, target, n, vh)
                 except TimeoutError:
                     cluster.s_rq_per_try_timeout.inc()
@@ -309,7 +311,12 @@ class Router:
 
     async def _read_head(self, ex: Exchange, att: Attempt, conn: UpstreamConn) -> bool:
         """Read until the response head; sets att.kind. Returns whether any byte came back."""
-        parser = att.parser = ResponseParser(ex.head.method)
+        parser = conn.parser
+        if parser is None or not parser.reusable:
+            parser = conn.parser = ResponseParser(ex.head.method)
+        else:
+            parser.reset(ex.head.method)
+        att.parser = parser
         got_any = False
         while att.head is None:
             data = await conn.chan.read()

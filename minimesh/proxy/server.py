@@ -184,9 +184,10 @@ class Proxy:
             await asyncio.sleep(0.1)
             now = time.monotonic()
             self.g_uptime.set(int(time.time() - self.started))
-            if now - last_cleanup > 5.0:
+            if now - last_cleanup > 1.0:
                 last_cleanup = now
                 for rt in self.clusters.clusters.values():
+                    rt.close_idle(now)
                     rt.cleanup()
             for d in list(self.downstreams):
                 hcm = d.hcm

@@ -92,13 +92,14 @@ class Host:
 class UpstreamConn:
     """One pooled HTTP/1.1 connection to a host."""
 
-    __slots__ = ("_idle_handle", "chan", "local", "pool", "requests")
+    __slots__ = ("chan", "idle_since", "local", "parser", "pool", "requests")
 
     def __init__(self, chan: Channel, pool: HostPool) -> None:
         self.chan = chan
         self.pool = pool
         self.requests = 0
-        self._idle_handle: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0
+        self.parser: Any = None  # the ResponseParser, reused across responses on this connection
         sockname = chan.extra("sockname")
         self.local = f"{sockname[0]}:{sockname[1]}" if sockname else ""
 
@@ -107,9 +108,6 @@ class UpstreamConn:
         return not self.chan.is_closed and not self.chan.at_eof and self.chan.buffered == 0
 
     def close(self) -> None:
-        if self._idle_handle is not None:
-            self._idle_handle.cancel()
-            self._idle_handle = None
         self.chan.close()
 
 
@@ -131,9 +129,6 @@ class HostPool:
         while True:
             while self.idle:
                 conn = self.idle.pop()
-                if conn._idle_handle is not None:
-                    conn._idle_handle.cancel()
-                    conn._idle_handle = None
                 if conn.usable:
                     conn.chan.on_eof = None
                     return conn, True
@@ -169,9 +164,6 @@ class HostPool:
     def _lost(self, conn: UpstreamConn) -> None:
         if conn in self.idle:
             self.idle.remove(conn)
-        if conn._idle_handle is not None:
-            conn._idle_handle.cancel()
-            conn._idle_handle = None
         self.cluster.connection_closed(self.host)
 
     def release(self, conn: UpstreamConn, reusable: bool) -> None:
@@ -188,13 +180,14 @@ class HostPool:
                 return
         self.idle.append(conn)
         conn.chan.on_eof = conn.close  # the upstream closed an idle connection
-        if rt.config.idle_timeout:
-            conn._idle_handle = asyncio.get_running_loop().call_later(rt.config.idle_timeout, self._idle_expired, conn)
+        conn.idle_since = time.monotonic()
 
-    def _idle_expired(self, conn: UpstreamConn) -> None:
-        conn._idle_handle = None
-        self.cluster.s_cx_idle_timeout.inc()
-        conn.close()
+    def close_idle(self, now: float, timeout: float) -> None:
+        """Close connections idle for longer than `timeout` (the proxy's sweeper calls this)."""
+        for conn in [c for c in self.idle if now - c.idle_since > timeout]:
+            self.idle.remove(conn)
+            self.cluster.s_cx_idle_timeout.inc()
+            conn.close()
 
     def retire(self) -> None:
         self.retired = True
@@ -324,6 +317,12 @@ class ClusterRuntime:
                     wanted.append((ip, port, "HEALTHY", 1, ("", "", ""), hostname or name))
             self._set_hosts(wanted)
             await asyncio.sleep(self.config.dns_refresh_rate)
+
+    def close_idle(self, now: float) -> None:
+        if self.config.idle_timeout:
+            for pool in self.pools.values():
+                if pool.idle:
+                    pool.close_idle(now, self.config.idle_timeout)
 
     def cleanup(self) -> None:
         """ORIGINAL_DST hosts are made per destination; forget the idle ones (Envoy: cleanup_interval)."""

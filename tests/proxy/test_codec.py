@@ -210,3 +210,75 @@ def test_header_limit_applies_to_every_request_on_a_connection() -> None:
     assert e.value.status == 431
     events = RequestParser(max_head_bytes=1024).feed(ok + big)
     assert events[1] is END and isinstance(events[2], HttpError) and events[2].status == 431
+
+
+def test_deadline_nesting_like_asyncio_timeout() -> None:
+    import asyncio
+
+    from minimesh.proxy.deadline import Deadline
+
+    async def main() -> list[str]:
+        seen = []
+        with Deadline() as outer:
+            outer.set(10)
+            try:
+                with Deadline() as inner:
+                    inner.set(0.01)
+                    await asyncio.sleep(1)
+            except TimeoutError:
+                seen.append("inner")
+        try:
+            with Deadline() as outer:
+                outer.set(0.02)
+                with Deadline() as inner:
+                    inner.set(5)
+                    await asyncio.sleep(1)
+        except TimeoutError:
+            seen.append("outer" if outer.expired and not inner.expired else "?")
+        with Deadline() as d:
+            d.set(0.01)
+            d.set(None)  # disarmed
+            await asyncio.sleep(0.03)
+        seen.append("disarmed")
+        task = asyncio.current_task()
+        assert task is not None and task.cancelling() == 0
+        return seen
+
+    assert asyncio.run(main()) == ["inner", "outer", "disarmed"]
+
+
+def test_pooled_connections_close_after_the_idle_timeout() -> None:
+    import asyncio
+
+    from minimesh.proxy.config import Cluster
+    from minimesh.proxy.stats import Stats
+    from minimesh.proxy.upstream import ClusterRuntime
+
+    async def main() -> None:
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        from minimesh.proxy.config import parse_resource
+        from minimesh.proxy.config.snapshot import CLUSTER_TYPE
+
+        cfg: Cluster = parse_resource(CLUSTER_TYPE, {"name": "c", "common_http_protocol_options": {"idle_timeout": "1s"},
+                                                     "load_assignment": {"cluster_name": "c", "endpoints": [{"lb_endpoints": [
+                                                         {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                                                                      "port_value": port}}}}]}]}})
+        rt = ClusterRuntime(cfg, cfg.load_assignment, Stats())
+        host = rt.pick(None)
+        assert host is not None
+        pool = rt.pool(host)
+        conn, reused = await pool.acquire()
+        pool.release(conn, True)
+        again, reused = await pool.acquire()
+        assert again is conn and reused
+        pool.release(again, True)
+        rt.close_idle(conn.idle_since + 0.5)
+        assert pool.idle == [conn]
+        rt.close_idle(conn.idle_since + 1.5)
+        assert pool.idle == [] and rt.s_cx_idle_timeout.value == 1
+        await asyncio.sleep(0.05)
+        assert rt.cx_active == 0
+        server.close()
+
+    asyncio.run(main())
