@@ -244,11 +244,19 @@ class AdminServer:
         return 200, "text/plain", ("\n".join(lines) + "\n").encode()
 
     def _listeners(self, q: dict[str, list[str]]) -> Reply:
-        items = sorted(self.proxy.listeners.items())
+        items = []
+        for n, rt in sorted(self.proxy.listeners.items()):
+            port = rt.cfg.address.port_value
+            if rt.cfg.bind_to_port:
+                try:
+                    port = self.proxy.listener_port(n)  # the real port when the config said 0
+                except KeyError:
+                    pass
+            items.append((n, rt.cfg.address.address, port))
         if (q.get("format") or [""])[0] == "json":
-            return self._json({"listener_statuses": [{"name": n, "local_address": rt.cfg.address.to_dict()}
-                                                     for n, rt in items]})
-        return 200, "text/plain", "".join(f"{n}::{rt.cfg.address.hostport}\n" for n, rt in items).encode()
+            return self._json({"listener_statuses": [
+                {"name": n, "local_address": {"socket_address": {"address": a, "port_value": p}}} for n, a, p in items]})
+        return 200, "text/plain", "".join(f"{n}::{a}:{p}\n" for n, a, p in items).encode()
 
     def _ready(self, q: dict[str, list[str]]) -> Reply:
         state = self.proxy.state

@@ -75,7 +75,7 @@ def test_config_dump_stats_clusters_listeners_ready() -> None:
             assert f"c::127.0.0.1:{a.port}::health_flags::healthy" in text
             assert "c::default_priority::max_retries::3" in text
             status, text = await admin_get(p, "/listeners")
-            assert text == "ingress::127.0.0.1:0\n"
+            assert text == f"ingress::127.0.0.1:{p.listener_port('ingress')}\n"
             assert await admin_get(p, "/ready") == (200, "LIVE\n")
             status, body = await admin_get(p, "/server_info")
             assert json.loads(body)["state"] == "LIVE"
