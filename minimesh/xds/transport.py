@@ -58,19 +58,24 @@ class GrpcStream:
         metadata: tuple[tuple[str, str], ...] = (),
         connect_timeout: float = 5.0,
         max_message: int = 64 * 1024 * 1024,
+        unix_path: str | None = None,
     ) -> GrpcStream:
+        """Open the call; `unix_path`: over a unix socket instead of host:port (the agent's SDS server)."""
         if ssl is not None:
             ssl.set_alpn_protocols(["h2"])
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port, ssl=ssl, server_hostname=server_hostname if ssl else None),
-            connect_timeout,
-        )
+        if unix_path is not None:
+            reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(unix_path), connect_timeout)
+        else:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port, ssl=ssl, server_hostname=server_hostname if ssl else None),
+                connect_timeout,
+            )
         conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
         conn.initiate_connection()
         conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: RECEIVE_WINDOW})
         conn.increment_flow_control_window(RECEIVE_WINDOW)
         sid = conn.get_next_available_stream_id()
-        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        authority = "localhost" if unix_path is not None else f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         conn.send_headers(sid, [
             (":method", "POST"),
             (":scheme", "https" if ssl else "http"),
