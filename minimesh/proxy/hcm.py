@@ -289,6 +289,8 @@ class HttpConnectionManagerRuntime:
     async def handle(self, d: Downstream, head: RequestHead) -> bool:
         """Serve one request; True if the connection can take another."""
         info = StreamInfo(d.local, d.remote, d.info.sni)
+        if d.info.peer_sans:
+            info.peer_uri_san = d.info.peer_sans[0]
         headers = head.headers
         # one pass over the headers for everything the connection manager reads
         host = ua = rid = xfp = xff = expect = None

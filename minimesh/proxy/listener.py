@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from minimesh.proxy import original_dst, tls_inspector
 from minimesh.proxy.channel import Channel
-from minimesh.proxy.config import ConfigError, FilterChain, HttpConnectionManager, Listener, TcpProxy
+from minimesh.proxy.config import FilterChain, HttpConnectionManager, Listener, TcpProxy
 from minimesh.proxy.config.listener import ORIGINAL_DST_FILTER, TLS_INSPECTOR
 from minimesh.proxy.filter_chain_match import needs_tls_inspection, select_filter_chain
 from minimesh.proxy.filters.base import ConnectionInfo
 from minimesh.proxy.hcm import HttpConnectionManagerRuntime
+from minimesh.proxy.secrets import ContextSource
 from minimesh.proxy.tcp_proxy import TcpProxyRuntime
 from minimesh.proxy.upstream import BLACKHOLE, PASSTHROUGH
 
@@ -48,23 +49,21 @@ class ListenerRuntime:
         self.s_cx_total, self.s_cx_destroy = s.counter("downstream_cx_total"), s.counter("downstream_cx_destroy")
         self.s_no_chain = s.counter("no_filter_chain_match")
         self.s_lf_timeout = s.counter("downstream_listener_filter_timeout")
+        self.s_no_cert = s.counter("ssl.connection_error_no_certificate")
+        self.s_handshake_error = s.counter("ssl.connection_error")
         self.s_handoff = s.counter("downstream_cx_redirected")
         self.g_cx_active = s.gauge("downstream_cx_active")
         self.inspect_tls = cfg.has_listener_filter(TLS_INSPECTOR) or needs_tls_inspection(cfg.all_chains())
         self.want_original_dst = cfg.use_original_dst or cfg.has_listener_filter(ORIGINAL_DST_FILTER)
         # Build every chain's runtime now: problems surface before the config is swapped in.
         self.networks: dict[int, Any] = {}
-        self.tls: dict[int, ssl.SSLContext] = {}
+        self.tls: dict[int, ContextSource] = {}  # the SSLContext of each TLS chain (rebuilt on SDS updates)
         for i, chain in enumerate(cfg.all_chains()):
             self.networks[id(chain)] = self._network(chain)
             if chain.transport_socket is not None:
-                from minimesh.proxy.tls import server_context
-
-                try:
-                    self.tls[id(chain)] = server_context(chain.transport_socket)
-                except (OSError, ssl.SSLError, ValueError) as e:
-                    raise ConfigError(f"listeners[{cfg.name!r}].filter_chains[{i}].transport_socket",
-                                      f"cannot load the TLS certificate/key/CA: {e}") from None
+                where = f"listeners[{cfg.name!r}].filter_chains[{i}].transport_socket"
+                proxy.check_transport_socket(chain.transport_socket, where)
+                self.tls[id(chain)] = ContextSource(chain.transport_socket, proxy.secrets)
         self.fallback = None
         if cfg.use_original_dst:
             cluster = PASSTHROUGH if proxy.options.outbound_traffic_policy == "ALLOW_ANY" else BLACKHOLE
@@ -141,15 +140,22 @@ class ListenerRuntime:
             log.debug("listener %s: no filter chain for %s:%d (%s)", self.name, dest[0], dest[1], transport)
             return
         info = ConnectionInfo(peer, dest, self.name, self.cfg.traffic_direction, sni=sni)
-        ctx = self.tls.get(id(chain))
-        if ctx is not None:
+        source = self.tls.get(id(chain))
+        if source is not None:
             from minimesh.proxy.tls import TlsChannel, peer_sans
 
+            try:
+                ctx = source.get()
+            except ssl.SSLError as e:  # e.g. the SDS certificate has not arrived: nothing to present
+                self.s_no_cert.inc()
+                log.info("listener %s: closing a TLS connection from %s:%d: %s", self.name, peer[0], peer[1], e)
+                return
             tchan = TlsChannel(chan, ctx, server_side=True)
             try:
                 async with asyncio.timeout(self.cfg.listener_filters_timeout or 15.0):
                     await tchan.handshake()
             except (ssl.SSLError, ConnectionError, TimeoutError) as e:
+                self.s_handshake_error.inc()
                 log.debug("listener %s: TLS handshake with %s failed: %s", self.name, peer, e)
                 return
             info.tls = True

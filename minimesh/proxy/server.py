@@ -18,6 +18,7 @@ from typing import Any
 from minimesh.proxy.accesslog import AccessLog
 from minimesh.proxy.config import Bootstrap, ConfigError, Resources, Snapshot
 from minimesh.proxy.listener import ListenerRuntime, ListenSocket
+from minimesh.proxy.secrets import SecretManager
 from minimesh.proxy.stats import Stats
 from minimesh.proxy.telemetry import Telemetry
 from minimesh.proxy.upstream import ClusterManager
@@ -35,7 +36,9 @@ class Proxy:
         self.access_log = AccessLog(self.options.access_log_path, self.options.access_log_ring_size)
         self.telemetry = Telemetry(self.stats, self.node)
         self.resources = Resources()
-        self.clusters = ClusterManager(self.stats)
+        # SDS secrets (stage 6): the workload certificate and root from the agent, for TLS transport sockets
+        self.secrets = SecretManager(self.node.to_dict(), bootstrap.clusters)
+        self.clusters = ClusterManager(self.stats, self.secrets)
         self.listeners: dict[str, ListenerRuntime] = {}
         self.sockets: dict[tuple[str, int], ListenSocket] = {}
         self.downstreams: set[Any] = set()
@@ -69,6 +72,7 @@ class Proxy:
             self.admin = AdminServer(self)
             a = self.bootstrap.admin_address
             await self.admin.start(a.address, a.port_value)
+        self.secrets.start()
         await self._install(Resources.from_bootstrap(self.bootstrap))
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         if not self.bootstrap.dynamic_resources:
@@ -107,14 +111,13 @@ class Proxy:
             else:
                 built[name] = ListenerRuntime(self, entry.resource)
         for name, entry in new.clusters.items():
-            ts = entry.resource.transport_socket
-            if ts is not None:
-                from minimesh.proxy.tls import client_context
-
-                try:
-                    client_context(ts)
-                except (OSError, ssl.SSLError, ValueError) as e:
-                    raise ConfigError(f"clusters[{name!r}].transport_socket", f"cannot load TLS files: {e}") from None
+            c = entry.resource
+            sockets = [(f"clusters[{name!r}].transport_socket", c.transport_socket)]
+            sockets += [(f"clusters[{name!r}].transport_socket_matches[{i}]", m.transport_socket)
+                        for i, m in enumerate(c.transport_socket_matches)]
+            for where, ts in sockets:
+                if ts is not None:
+                    self.check_transport_socket(ts, where)
         # 2. bind the sockets that are new
         wanted: dict[tuple[str, int], ListenerRuntime] = {}
         for rt in built.values():
@@ -149,6 +152,23 @@ class Proxy:
         self.resources = new
         self.g_listeners_active.set(len(built))
         self.g_clusters.set(len(self.clusters.clusters))
+
+    def check_transport_socket(self, ts: Any, where: str) -> None:
+        """A TLS config must be usable before it is applied: its files load, its SDS source exists (then
+        the secrets are asked for; they may arrive after the config)."""
+        from minimesh.proxy.secrets import ContextSource
+
+        if ts.common.sds_names:
+            for ref in ts.common.sds_names:
+                problem = self.secrets.check_source(ref, where)
+                if problem:
+                    raise ConfigError(where, problem.split(": ", 1)[1])
+            self.secrets.subscribe(ts.common.sds_names)
+            return
+        try:
+            ContextSource(ts, None)
+        except (OSError, ssl.SSLError, ValueError) as e:
+            raise ConfigError(where, f"cannot load the TLS certificate/key/CA: {e}") from None
 
     def listener_for(self, dest: tuple[str, int], exclude: ListenerRuntime | None = None) -> ListenerRuntime | None:
         """The listener for an original destination: exactly ip:port, else 0.0.0.0:port."""
@@ -246,6 +266,7 @@ class Proxy:
         if tasks:
             await asyncio.wait(tasks, timeout=2)
         self.clusters.close()
+        await self.secrets.stop()
         if self.admin is not None:
             await self.admin.stop()
         self.access_log.flush()

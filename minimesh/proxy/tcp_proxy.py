@@ -36,6 +36,8 @@ class TcpProxyRuntime:
         proxy = self.proxy
         info = StreamInfo(f"{conn.local[0]}:{conn.local[1]}", f"{conn.remote[0]}:{conn.remote[1]}", conn.sni)
         info.upstream_cluster = self.cfg.cluster
+        if conn.peer_sans:
+            info.peer_uri_san = conn.peer_sans[0]
         self.s_cx_total.inc()
         self.g_cx_active.inc()
         proxy.tcp_sessions += 1

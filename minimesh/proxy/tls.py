@@ -17,6 +17,7 @@ from typing import Any
 
 from minimesh.proxy.channel import Channel
 from minimesh.proxy.config.tls import CommonTlsContext, DownstreamTlsContext, SanMatcher, UpstreamTlsContext
+from minimesh.proxy.secrets import SecretManager, SecretNotReady
 
 _VERSIONS = {"TLSv1_2": ssl.TLSVersion.TLSv1_2, "TLSv1_3": ssl.TLSVersion.TLSv1_3}
 
@@ -25,49 +26,67 @@ class PeerVerificationError(ssl.SSLError):
     pass
 
 
-def _load_chain(ctx: ssl.SSLContext, common: CommonTlsContext) -> None:
-    if common.certificate_chain is None or common.private_key is None:
-        return
-    if common.certificate_chain.filename and common.private_key.filename:
-        ctx.load_cert_chain(common.certificate_chain.filename, common.private_key.filename)
-        return
-    # ssl wants files: write the PEM to a private temp file, load, delete
+def _load_pem_pair(ctx: ssl.SSLContext, chain_pem: str, key_pem: str) -> None:
+    # ssl wants files: write the PEM to a private temp file in memory, load, delete
     fd, path = tempfile.mkstemp(prefix="minimesh-tls-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
     try:
         with os.fdopen(fd, "w") as f:
-            f.write(common.certificate_chain.read().rstrip() + "\n" + common.private_key.read().rstrip() + "\n")
+            f.write(chain_pem.rstrip() + "\n" + key_pem.rstrip() + "\n")
         ctx.load_cert_chain(path)
     finally:
         with contextlib.suppress(OSError):
             os.unlink(path)
 
 
-def _common(ctx: ssl.SSLContext, common: CommonTlsContext) -> None:
+def _load_chain(ctx: ssl.SSLContext, common: CommonTlsContext, secrets: SecretManager | None) -> None:
+    if common.certificate_sds is not None:
+        if secrets is None:
+            raise SecretNotReady(f"SDS secret {common.certificate_sds.name!r}: this proxy has no SDS")
+        found = secrets.certificate(common.certificate_sds)
+        _load_pem_pair(ctx, found.chain_pem, found.key_pem)
+        return
+    if common.certificate_chain is None or common.private_key is None:
+        return
+    if common.certificate_chain.filename and common.private_key.filename:
+        ctx.load_cert_chain(common.certificate_chain.filename, common.private_key.filename)
+        return
+    _load_pem_pair(ctx, common.certificate_chain.read(), common.private_key.read())
+
+
+def _has_validation(common: CommonTlsContext) -> bool:
+    return common.trusted_ca is not None or common.validation_sds is not None
+
+
+def _common(ctx: ssl.SSLContext, common: CommonTlsContext, secrets: SecretManager | None) -> None:
     if common.min_version in _VERSIONS:
         ctx.minimum_version = _VERSIONS[common.min_version]
     if common.max_version in _VERSIONS:
         ctx.maximum_version = _VERSIONS[common.max_version]
-    _load_chain(ctx, common)
-    if common.trusted_ca is not None:
+    _load_chain(ctx, common, secrets)
+    if common.validation_sds is not None:
+        if secrets is None:
+            raise SecretNotReady(f"SDS secret {common.validation_sds.name!r}: this proxy has no SDS")
+        ctx.load_verify_locations(cadata=secrets.trusted_ca(common.validation_sds))
+    elif common.trusted_ca is not None:
         ctx.load_verify_locations(cadata=common.trusted_ca.read())
     if common.alpn_protocols:
         ctx.set_alpn_protocols(list(common.alpn_protocols))
 
 
-def server_context(t: DownstreamTlsContext) -> ssl.SSLContext:
+def server_context(t: DownstreamTlsContext, secrets: SecretManager | None = None) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    _common(ctx, t.common)
-    if t.common.trusted_ca is not None:
+    _common(ctx, t.common, secrets)
+    if _has_validation(t.common):
         ctx.verify_mode = ssl.CERT_REQUIRED if t.require_client_certificate else ssl.CERT_OPTIONAL
     return ctx
 
 
-def client_context(t: UpstreamTlsContext) -> ssl.SSLContext:
+def client_context(t: UpstreamTlsContext, secrets: SecretManager | None = None) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False  # the mesh checks SANs (SPIFFE URIs), not host names
     ctx.verify_mode = ssl.CERT_NONE
-    _common(ctx, t.common)
-    if t.common.trusted_ca is not None:
+    _common(ctx, t.common, secrets)
+    if _has_validation(t.common):
         ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
 

@@ -20,6 +20,8 @@ from typing import Any
 from minimesh.proxy import balancer
 from minimesh.proxy.channel import Channel
 from minimesh.proxy.config import Cluster, ClusterLoadAssignment, Resources
+from minimesh.proxy.config.tls import UpstreamTlsContext
+from minimesh.proxy.secrets import ContextSource, SecretManager
 from minimesh.proxy.stats import Counter, Stats
 
 log = logging.getLogger("minimesh.proxy.upstream")
@@ -27,6 +29,9 @@ log = logging.getLogger("minimesh.proxy.upstream")
 PASSTHROUGH = "PassthroughCluster"
 BLACKHOLE = "BlackHoleCluster"
 HEALTHY_STATUSES = frozenset({"UNKNOWN", "HEALTHY", "DEGRADED"})
+_PICK: Any = object()  # open_connection: choose the transport socket for the host
+# (ip, port, health, weight, locality, hostname, socket-match metadata) of a wanted host
+_Wanted = tuple[str, int, str, int, tuple[str, str, str], str, tuple[tuple[str, str], ...]]
 
 
 class ConnectFailure(Exception):
@@ -52,11 +57,13 @@ class Host:
 
     __slots__ = ("_pool", "address", "consecutive_5xx", "cx_active", "cx_connect_fail", "cx_total", "ejected",
                  "ejections", "health_status", "healthy", "hostname", "ip", "locality", "port", "rq_active",
-                 "rq_error", "rq_success", "rq_timeout", "rq_total", "weight")
+                 "rq_error", "rq_success", "rq_timeout", "rq_total", "socket_match", "weight")
 
     def __init__(self, ip: str, port: int, health_status: str = "UNKNOWN", weight: int = 1,
-                 locality: tuple[str, str, str] = ("", "", ""), hostname: str = "") -> None:
+                 locality: tuple[str, str, str] = ("", "", ""), hostname: str = "",
+                 socket_match: tuple[tuple[str, str], ...] = ()) -> None:
         self.ip, self.port = ip, port
+        self.socket_match = socket_match  # endpoint metadata for the cluster's transport_socket_matches
         self.address = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
         self.health_status = health_status
         self.weight = weight
@@ -92,11 +99,12 @@ class Host:
 class UpstreamConn:
     """One pooled HTTP/1.1 connection to a host."""
 
-    __slots__ = ("chan", "idle_since", "local", "parser", "pool", "requests")
+    __slots__ = ("chan", "idle_since", "local", "parser", "pool", "requests", "transport")
 
-    def __init__(self, chan: Channel, pool: HostPool) -> None:
+    def __init__(self, chan: Channel, pool: HostPool, transport: UpstreamTlsContext | None = None) -> None:
         self.chan = chan
         self.pool = pool
+        self.transport = transport  # the TLS config it was made with (None: plaintext)
         self.requests = 0
         self.idle_since = 0.0
         self.parser: Any = None  # the ResponseParser, reused across responses on this connection
@@ -126,15 +134,18 @@ class HostPool:
     async def acquire(self) -> tuple[UpstreamConn, bool]:
         """A connection to the host: (conn, reused). Raises ConnectFailure or Overflow."""
         rt = self.cluster
+        want = rt.transport_for(self.host)
         while True:
             while self.idle:
                 conn = self.idle.pop()
-                if conn.usable:
+                # a pooled connection made with other TLS settings (plaintext before the certificate
+                # arrived, or an older config) is not what this request must go over
+                if conn.usable and (conn.transport is want or conn.transport == want):
                     conn.chan.on_eof = None
                     return conn, True
                 conn.close()
             if rt.cx_active < rt.config.thresholds.max_connections:
-                return await self._connect(), False
+                return await self._connect(want), False
             rt.s_cx_overflow.inc()
             if rt.rq_pending >= rt.config.thresholds.max_pending_requests:
                 raise Overflow("pending")
@@ -155,9 +166,9 @@ class HostPool:
             if conn is not None:
                 return conn, True
 
-    async def _connect(self) -> UpstreamConn:
-        chan = await self.cluster.open_connection(self.host)
-        conn = UpstreamConn(chan, self)
+    async def _connect(self, transport: UpstreamTlsContext | None) -> UpstreamConn:
+        chan = await self.cluster.open_connection(self.host, transport)
+        conn = UpstreamConn(chan, self, transport)
         chan.closed.add_done_callback(lambda _f: self._lost(conn))
         return conn
 
@@ -214,9 +225,11 @@ def make_balancer(policy: str) -> Any:
 
 class ClusterRuntime:
     def __init__(self, config: Cluster, assignment: ClusterLoadAssignment | None, stats: Stats,
-                 *, implicit: bool = False, static: bool = True) -> None:
+                 *, implicit: bool = False, static: bool = True, secrets: SecretManager | None = None) -> None:
         self.name = config.name
         self.config = config
+        self.secrets = secrets
+        self._sources: dict[int, ContextSource] = {}  # by id() of the transport socket config (kept in self.config)
         self.implicit = implicit
         self.static = static
         self.rng = random.Random()
@@ -226,7 +239,6 @@ class ClusterRuntime:
         self.pools: dict[str, HostPool] = {}
         self.cx_active = self.rq_active = self.rq_pending = self.retries_active = 0
         self.lb = make_balancer(config.lb_policy)
-        self._tls: ssl.SSLContext | None = None
         self._dns_task: asyncio.Task[None] | None = None
         self._ejection_handles: list[asyncio.TimerHandle] = []
         s = self.scope = stats.scope("cluster", config.name, "envoy_cluster_name")
@@ -243,6 +255,7 @@ class ClusterRuntime:
         self.s_cx_destroy, self.s_cx_idle_timeout = c("upstream_cx_destroy"), c("upstream_cx_idle_timeout")
         self.s_cx_protocol_error, self.s_cx_none_healthy = c("upstream_cx_protocol_error"), c("upstream_cx_none_healthy")
         self.s_ejections = c("outlier_detection.ejections_enforced_total")
+        self.s_tls_no_secret = c("transport_socket_match.no_certificate_plaintext")
         self.g_cx_active, self.g_rq_active = s.gauge("upstream_cx_active"), s.gauge("upstream_rq_active")
         self.g_rq_pending_active = s.gauge("upstream_rq_pending_active")
         self.g_membership_total, self.g_membership_healthy = s.gauge("membership_total"), s.gauge("membership_healthy")
@@ -255,8 +268,9 @@ class ClusterRuntime:
     def update(self, config: Cluster, assignment: ClusterLoadAssignment | None) -> None:
         if config.lb_policy != self.config.lb_policy:
             self.lb = make_balancer(config.lb_policy)
-        if config.transport_socket != self.config.transport_socket:
-            self._tls = None
+        if (config.transport_socket, config.transport_socket_matches) != \
+                (self.config.transport_socket, self.config.transport_socket_matches):
+            self._sources = {}
         self.config = config
         if config.type == "ORIGINAL_DST":
             self._set_membership()
@@ -264,24 +278,25 @@ class ClusterRuntime:
         if config.type == "STRICT_DNS":
             self._start_dns(assignment)
             return
-        wanted: list[tuple[str, int, str, int, tuple[str, str, str], str]] = []
+        wanted: list[_Wanted] = []
         for loc, ep in (assignment.all_endpoints() if assignment else []):
             a = ep.address
             wanted.append((a.address, a.port_value, ep.health_status, ep.load_balancing_weight,
-                           (loc.locality.region, loc.locality.zone, loc.locality.sub_zone), ep.hostname))
+                           (loc.locality.region, loc.locality.zone, loc.locality.sub_zone), ep.hostname,
+                           ep.socket_match))
         self._set_hosts(wanted)
 
-    def _set_hosts(self, wanted: list[tuple[str, int, str, int, tuple[str, str, str], str]]) -> None:
+    def _set_hosts(self, wanted: list[_Wanted]) -> None:
         hosts: list[Host] = []
         by_address: dict[str, Host] = {}
-        for ip, port, status, weight, locality, hostname in wanted:
-            probe = Host(ip, port, status, weight, locality, hostname)
+        for ip, port, status, weight, locality, hostname, socket_match in wanted:
+            probe = Host(ip, port, status, weight, locality, hostname, socket_match)
             h = self.by_address.get(probe.address) or by_address.get(probe.address)
             if h is None:
                 h = probe
             else:
                 h.set_health(status)
-                h.weight, h.locality = weight, locality
+                h.weight, h.locality, h.socket_match = weight, locality, socket_match
             if h.address not in by_address:
                 hosts.append(h)
                 by_address[h.address] = h
@@ -314,7 +329,7 @@ class ClusterRuntime:
                     log.warning("cluster %s: cannot resolve %s: %s", self.name, name, e)
                     continue
                 for ip in sorted({i[4][0] for i in infos}):
-                    wanted.append((ip, port, "HEALTHY", 1, ("", "", ""), hostname or name))
+                    wanted.append((ip, port, "HEALTHY", 1, ("", "", ""), hostname or name, ()))
             self._set_hosts(wanted)
             await asyncio.sleep(self.config.dns_refresh_rate)
 
@@ -348,26 +363,44 @@ class ClusterRuntime:
         for h in self._ejection_handles:
             h.cancel()
 
-    def tls_context(self) -> ssl.SSLContext | None:
-        ts = self.config.transport_socket
-        if ts is None:
-            return None
-        if self._tls is None:
-            from minimesh.proxy.tls import client_context
+    def source(self, ts: UpstreamTlsContext) -> ContextSource:
+        found = self._sources.get(id(ts))
+        if found is None:
+            found = self._sources[id(ts)] = ContextSource(ts, self.secrets)
+        return found
 
-            self._tls = client_context(ts)
-        return self._tls
+    def transport_for(self, host: Host) -> UpstreamTlsContext | None:
+        """The TLS config to reach `host` with (None: plaintext).
 
-    def check_peer(self, chan: Channel) -> None:
+        The first of `transport_socket_matches` whose match is contained in the host's socket-match
+        metadata, else the cluster's `transport_socket` (Envoy's rule). minimesh adds one thing: a match
+        whose SDS certificate has not arrived is skipped, so a sidecar without a certificate (no CA yet)
+        keeps talking plaintext through Istio-style auto-mTLS config instead of failing."""
+        matches = self.config.transport_socket_matches
+        if not matches:
+            return self.config.transport_socket
+        for m in matches:
+            if m.matches(host.socket_match):
+                if m.transport_socket is None or self.source(m.transport_socket).ready:
+                    return m.transport_socket
+                self.s_tls_no_secret.inc()
+        return self.config.transport_socket
+
+    def tls_context(self, ts: UpstreamTlsContext | None = None) -> ssl.SSLContext | None:
+        ts = ts if ts is not None else self.config.transport_socket
+        return None if ts is None else self.source(ts).get()
+
+    def check_peer(self, chan: Channel, ts: UpstreamTlsContext | None = None) -> None:
         from minimesh.proxy.tls import check_san
 
-        ts = self.config.transport_socket
+        ts = ts if ts is not None else self.config.transport_socket
         if ts is not None and ts.common.san_matchers:
             check_san(chan.extra("peercert") or {}, ts.common.san_matchers)
 
     # connections --------------------------------------------------------------------------------
-    async def open_connection(self, host: Host) -> Channel:
+    async def open_connection(self, host: Host, transport: Any = _PICK) -> Channel:
         """Connect to `host` (connect_timeout, bind address, TLS), counting it against max_connections.
+        `transport`: the TLS config to use (default: `transport_for(host)`).
         The caller must call `connection_closed(host)` once the channel is closed."""
         loop = asyncio.get_running_loop()
         self.cx_active += 1
@@ -378,15 +411,15 @@ class ClusterRuntime:
         ok = False
         try:
             local = (self.config.upstream_bind_address, 0) if self.config.upstream_bind_address else None
-            tls = self.tls_context()
-            ts = self.config.transport_socket
+            ts = self.transport_for(host) if transport is _PICK else transport
+            tls = self.tls_context(ts) if ts is not None else None
             async with asyncio.timeout(self.config.connect_timeout):
                 _, chan = await loop.create_connection(
                     Channel, host.ip, host.port, local_addr=local, ssl=tls,
                     server_hostname=((ts.sni if ts else "") or host.hostname or host.ip) if tls else None)
             if tls is not None:
                 try:
-                    self.check_peer(chan)
+                    self.check_peer(chan, ts)
                 except ssl.SSLError:
                     chan.abort()
                     raise
@@ -517,8 +550,9 @@ class ClusterRuntime:
 class ClusterManager:
     """All clusters by name; `apply` swaps to a new validated config."""
 
-    def __init__(self, stats: Stats) -> None:
+    def __init__(self, stats: Stats, secrets: SecretManager | None = None) -> None:
         self.stats = stats
+        self.secrets = secrets
         self.clusters: dict[str, ClusterRuntime] = {}
 
     def get(self, name: str) -> ClusterRuntime | None:
@@ -536,7 +570,7 @@ class ClusterManager:
             else:
                 if rt is not None:
                     rt.retire()
-                rt = ClusterRuntime(cfg, la, self.stats, static=entry.static)
+                rt = ClusterRuntime(cfg, la, self.stats, static=entry.static, secrets=self.secrets)
             new[name] = rt
         for name, cfg in ((PASSTHROUGH, Cluster(PASSTHROUGH, type="ORIGINAL_DST", connect_timeout=10.0)),
                           (BLACKHOLE, Cluster(BLACKHOLE, type="STATIC"))):

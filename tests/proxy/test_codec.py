@@ -195,7 +195,7 @@ def test_access_log_line_shape() -> None:
     i.upstream_host, i.upstream_cluster = "10.0.0.7:9080", "outbound|9080||details"
     line = format_line(i)
     assert line.endswith('"GET /details/0 HTTP/1.1" 503 UF,URX 0 0 0 - "-" "curl/8" "rid" "details:9080" '
-                         '"10.0.0.7:9080" outbound|9080||details - 10.0.0.5:9080 10.0.0.9:45678 - -\n')
+                         '"10.0.0.7:9080" outbound|9080||details - 10.0.0.5:9080 10.0.0.9:45678 - - -\n')
     assert line.startswith("[20") and "Z]" in line
 
 

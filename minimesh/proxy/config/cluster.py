@@ -28,36 +28,71 @@ class Locality:
         return drop_empty({"region": self.region, "zone": self.zone, "sub_zone": self.sub_zone})
 
 
+SOCKET_MATCH_KEY = "envoy.transport_socket_match"  # endpoint metadata that transport_socket_matches read
+Labels = tuple[tuple[str, str], ...]
+
+
 @dataclass(frozen=True, slots=True)
 class LbEndpoint:
-    """One endpoint of a cluster: its address, health as reported by the control plane, and weight."""
+    """One endpoint of a cluster: its address, health as reported by the control plane, and weight.
+
+    `socket_match`: its `metadata.filter_metadata["envoy.transport_socket_match"]` (Istio: `tlsMode:
+    istio` on endpoints that have a sidecar), which picks the cluster's transport socket for it."""
 
     address: SocketAddress
     health_status: str = "UNKNOWN"
     load_balancing_weight: int = 1
     hostname: str = ""
+    socket_match: Labels = ()
 
     def to_dict(self) -> dict[str, Any]:
         ep: dict[str, Any] = {"address": self.address.to_dict()}
         if self.hostname:
             ep["hostname"] = self.hostname
-        return {"endpoint": ep, "health_status": self.health_status,
-                "load_balancing_weight": self.load_balancing_weight}
+        d: dict[str, Any] = {"endpoint": ep, "health_status": self.health_status,
+                             "load_balancing_weight": self.load_balancing_weight}
+        if self.socket_match:
+            d["metadata"] = {"filter_metadata": {SOCKET_MATCH_KEY: dict(self.socket_match)}}
+        return d
+
+
+def parse_string_labels(node: Node, key: str) -> Labels:
+    """A metadata Struct used for matching: string values only."""
+    out = []
+    for k, v in node.mapping(key).items():
+        if not isinstance(v, str):
+            raise ConfigError(f"{node.sub(key)}.{k}", f"want a string value, got {type(v).__name__}")
+        out.append((k, v))
+    return tuple(sorted(out))
+
+
+def _socket_match_metadata(node: Node) -> Labels:
+    def meta(m: Node) -> Labels:
+        m.ignore("typed_filter_metadata")
+
+        def fm(f: Node) -> Labels:
+            for k in f:
+                f.ignore(k)  # istio's workload metadata and the like: not read here
+            return parse_string_labels(f, SOCKET_MATCH_KEY) if f.has(SOCKET_MATCH_KEY) else ()
+
+        return m.obj("filter_metadata", fm) or ()
+
+    return node.obj("metadata", meta) or ()
 
 
 def parse_lb_endpoint(node: Node, allow_hostname: bool = False) -> LbEndpoint:
     def endpoint(n: Node) -> tuple[SocketAddress, str]:
         n.ignore("health_check_config", "additional_addresses")
-        addr = n.obj("address", lambda a: parse_address(a, allow_hostname=allow_hostname, allow_port_zero=False),
+        addr = n.obj("address", lambda a: parse_address(a, allow_hostname=allow_hostname, allow_port_zero=False,
+                                                        allow_pipe=True),
                      required=True)
         assert addr is not None
         return addr, n.str("hostname", "")
 
     ep = node.obj("endpoint", endpoint, required=True)
     assert ep is not None
-    node.ignore("metadata")
     return LbEndpoint(ep[0], node.enum("health_status", HEALTH_STATUSES, "UNKNOWN"),
-                      node.uint32_wrapper("load_balancing_weight", 1) or 1, ep[1])
+                      node.uint32_wrapper("load_balancing_weight", 1) or 1, ep[1], _socket_match_metadata(node))
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +205,32 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
+class TransportSocketMatch:
+    """One of a cluster's `transport_socket_matches`: endpoints whose socket-match metadata contains all
+    of `match` connect with `transport_socket` (None: plaintext). Istio's auto mTLS: `{tlsMode: istio}`
+    → TLS with the workload certificate, `{}` → plaintext."""
+
+    name: str
+    match: Labels = ()
+    transport_socket: UpstreamTlsContext | None = None
+
+    def matches(self, labels: Labels) -> bool:
+        return all(kv in labels for kv in self.match)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "match": dict(self.match),
+                "transport_socket": self.transport_socket.to_dict() if self.transport_socket else
+                {"name": "envoy.transport_sockets.raw_buffer"}}
+
+
+def parse_transport_socket_match(node: Node) -> TransportSocketMatch:
+    name = node.nonempty_str("name")
+    ts = node.obj("transport_socket", lambda n: parse_transport_socket(n, upstream=True), required=True)
+    return TransportSocketMatch(name, parse_string_labels(node, "match"),
+                                ts if isinstance(ts, UpstreamTlsContext) else None)
+
+
+@dataclass(frozen=True, slots=True)
 class Cluster:
     """An upstream cluster: how to find its endpoints (`type`), pick one (`lb_policy`) and connect."""
 
@@ -187,6 +248,7 @@ class Cluster:
     upstream_bind_address: str | None = None
     dns_refresh_rate: float = 5.0
     metadata: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    transport_socket_matches: tuple[TransportSocketMatch, ...] = ()
 
     @property
     def eds_name(self) -> str:
@@ -204,6 +266,8 @@ class Cluster:
             d["load_assignment"] = self.load_assignment.to_dict()
         if self.transport_socket is not None:
             d["transport_socket"] = self.transport_socket.to_dict()
+        if self.transport_socket_matches:
+            d["transport_socket_matches"] = [m.to_dict() for m in self.transport_socket_matches]
         opts: dict[str, Any] = {"idle_timeout": format_duration(self.idle_timeout)}
         if self.max_requests_per_connection:
             opts["max_requests_per_connection"] = self.max_requests_per_connection
@@ -281,6 +345,7 @@ def parse_cluster(node: Node) -> Cluster:
 
     bind_addr = node.obj("upstream_bind_config", bind)
     transport = node.obj("transport_socket", lambda n: parse_transport_socket(n, upstream=True))
+    matches = node.items("transport_socket_matches", lambda n: n.done(parse_transport_socket_match))
     node.ignore("typed_extension_protocol_options", "http_protocol_options", "http2_protocol_options",
                 "dns_lookup_family", "respect_dns_ttl", "cleanup_interval", "alt_stat_name",
                 "per_connection_buffer_limit_bytes", "filters", "original_dst_lb_config", "track_cluster_stats",
@@ -289,7 +354,7 @@ def parse_cluster(node: Node) -> Cluster:
     return Cluster(name, ctype, lb, connect_timeout, thresholds, la, eds_name,
                    transport if isinstance(transport, UpstreamTlsContext) else None, idle, max_rq,
                    node.obj("outlier_detection", parse_outlier_detection), bind_addr,
-                   node.duration("dns_refresh_rate", 5.0), MappingProxyType(node.mapping("metadata")))
+                   node.duration("dns_refresh_rate", 5.0), MappingProxyType(node.mapping("metadata")), matches)
 
 
 def check_cluster_refs(clusters: Mapping[str, Cluster], names: set[str], where: str) -> None:

@@ -25,11 +25,45 @@ class SocketAddress:
         return {"socket_address": {"address": self.address, "port_value": self.port_value}}
 
 
-def parse_address(node: Node, *, allow_hostname: bool = False, allow_port_zero: bool = True) -> SocketAddress:
-    """Parse `{socket_address: {address, port_value, protocol?}}`."""
+@dataclass(frozen=True, slots=True)
+class PipeAddress:
+    """Envoy's `address: {pipe: {path}}`: a unix socket (only the agent's SDS server is reached this way)."""
+
+    path: str
+
+    @property
+    def address(self) -> str:
+        return self.path
+
+    @property
+    def port_value(self) -> int:
+        return 0
+
+    @property
+    def hostport(self) -> str:
+        return f"unix:{self.path}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pipe": {"path": self.path}}
+
+
+def parse_address(node: Node, *, allow_hostname: bool = False, allow_port_zero: bool = True,
+                  allow_pipe: bool = False) -> SocketAddress:
+    """Parse `{socket_address: {address, port_value, protocol?}}` (or `{pipe: {path}}` where allowed)."""
     which = node.one_of("socket_address", "pipe", "envoy_internal_address")
+    if which == "pipe" and allow_pipe:
+        def pipe(n: Node) -> PipeAddress:
+            n.ignore("mode")
+            path = n.nonempty_str("path")
+            if not path.startswith("/"):
+                raise n.error(f"{path!r}: want an absolute path", "path")
+            return PipeAddress(path)
+
+        found = node.obj("pipe", pipe)
+        assert found is not None
+        return found  # type: ignore[return-value]  # duck-typed: address, port_value, hostport, to_dict
     if which != "socket_address":
-        raise node.error(f"{which} addresses are not supported, use socket_address", which)
+        raise node.error(f"{which} addresses are not supported here, use socket_address", which)
 
     def sock(n: Node) -> SocketAddress:
         addr = n.nonempty_str("address")
