@@ -36,7 +36,8 @@ def test_rendered_objects_are_valid_and_carry_the_options() -> None:
 
     svc = _by(objs, "Service")
     assert {(p["name"], p["port"], p["targetPort"]) for p in svc["spec"]["ports"]} == {
-        ("grpc-xds", 15010, 15010), ("https-webhook", 443, 15017), ("http-monitoring", 15014, 15014)}
+        ("grpc-xds", 15010, 15010), ("https-webhook", 443, 15017), ("http-monitoring", 15014, 15014),
+        ("tls-ca", 15012, 15012)}
 
     (hook,) = _by(objs, "MutatingWebhookConfiguration")["webhooks"]
     assert _by(objs, "MutatingWebhookConfiguration")["metadata"]["name"] == "minimesh-sidecar-injector"
