@@ -132,8 +132,4 @@ def inject(filename: str, native_sidecars: bool) -> None:
         sys.exit(code)
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def capture(args: tuple[str, ...]) -> None:
-    """Capture a pod's traffic with tcpdump and analyse it (stage 6)."""
-    raise click.ClickException("stage 6: not built yet")
+from minimesh.capture.cli import capture as capture  # noqa: E402  (stage 6; imports only click)
