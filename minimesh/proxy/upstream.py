@@ -256,6 +256,9 @@ class ClusterRuntime:
         self.s_cx_protocol_error, self.s_cx_none_healthy = c("upstream_cx_protocol_error"), c("upstream_cx_none_healthy")
         self.s_ejections = c("outlier_detection.ejections_enforced_total")
         self.s_tls_no_secret = c("transport_socket_match.no_certificate_plaintext")
+        # Envoy's TLS stats: handshakes, and why verification failed (root or SAN)
+        self.s_ssl_handshake, self.s_ssl_fail_san = c("ssl.handshake"), c("ssl.fail_verify_san")
+        self.s_ssl_fail_verify = c("ssl.fail_verify_error")
         self.g_cx_active, self.g_rq_active = s.gauge("upstream_cx_active"), s.gauge("upstream_rq_active")
         self.g_rq_pending_active = s.gauge("upstream_rq_pending_active")
         self.g_membership_total, self.g_membership_healthy = s.gauge("membership_total"), s.gauge("membership_healthy")
@@ -421,8 +424,10 @@ class ClusterRuntime:
                 try:
                     self.check_peer(chan, ts)
                 except ssl.SSLError:
+                    self.s_ssl_fail_san.inc()
                     chan.abort()
                     raise
+                self.s_ssl_handshake.inc()
             ok = True
             return chan
         except TimeoutError:
@@ -433,6 +438,8 @@ class ClusterRuntime:
         except (OSError, ssl.SSLError, ValueError) as e:
             host.cx_connect_fail += 1
             self.s_cx_connect_fail.inc()
+            if isinstance(e, ssl.SSLCertVerificationError):
+                self.s_ssl_fail_verify.inc()
             raise ConnectFailure(host, _reason(e)) from None
         finally:
             if not ok:

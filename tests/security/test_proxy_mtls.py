@@ -147,6 +147,7 @@ def test_strict_refuses_plaintext_and_clients_without_a_mesh_certificate(tmp_pat
     async def main() -> None:
         async with mesh(tmp_path, signing, mtls.Mode.STRICT) as m:
             assert (await get(m.out))[0] == 200
+            assert m.client.stats.get(f"cluster.{CLUSTER}.ssl.handshake") == 1
             raw = await raw_exchange(m.port, b"GET /plain HTTP/1.1\r\nHost: details\r\nConnection: close\r\n\r\n")
             assert raw == b""  # closed without an answer
             # TLS with the mesh ALPN but no client certificate: the handshake is refused
@@ -169,6 +170,7 @@ def test_a_server_with_the_wrong_identity_is_rejected(tmp_path: Path, signing: c
             status, body = await get(m.out)
             assert status == 503 and "match none of the allowed SANs" in body
             assert m.client.access_log.recent()[-1].flags_text() == "UF"
+            assert m.client.stats.get(f"cluster.{CLUSTER}.ssl.fail_verify_san") >= 1
             assert m.app.requests == 0
     run(main())
 
