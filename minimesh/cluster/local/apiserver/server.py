@@ -378,6 +378,11 @@ class ApiServer:
     async def _body(self, request: web.Request) -> Any:
         raw = await request.read()
         ct = request.headers.get("Content-Type", "application/json")
+        if "protobuf" in ct:  # kubectl's typed clients; the schema is imported on the first such body
+            from minimesh.cluster.local.apiserver import protobuf
+
+            if protobuf.is_protobuf(ct):
+                return protobuf.decode_body(raw)
         if "protobuf" in ct or "cbor" in ct:
             raise E.unsupported_media_type(ct, ["application/json", "application/yaml"])
         return decode_body(raw, ct)
@@ -513,7 +518,7 @@ class ApiServer:
         opts: Obj = {}
         raw = await request.read()
         if raw.strip():
-            body = decode_body(raw, request.headers.get("Content-Type", "application/json"))
+            body = await self._body(request)
             if not isinstance(body, dict):
                 raise E.bad_request("DeleteOptions must be a JSON object")
             opts.update(body)
