@@ -9,7 +9,8 @@ life, and serve it to the proxy over SDS (Istio's pilot-agent SecretManager + SD
 
 Settings (env of the proxy container; defaults fit the injected sidecar):
   MESH_CA_ADDRESS     minimeshd.mesh-system.svc:15012
-  MESH_CERT_TTL       requested lifetime, e.g. 60s, 10m, 24h (default: the CA's, 24 h)
+  MESH_CERT_TTL       requested lifetime, e.g. 60s, 10m, 24h (default: the CA's, 24 h); the pod annotation
+                      security.minimesh.io/cert-ttl wins (handy to watch renewals: 20s renews every ~10 s)
   MESH_TOKEN_PATH     /var/run/secrets/tokens/minimesh-token (projected, audience minimesh-ca)
   MESH_ROOT_CERT      /var/run/secrets/minimesh/root-cert.pem (ConfigMap minimesh-ca-root-cert)
   MESH_TRUST_DOMAIN   cluster.local
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 TOKEN_PATH = "/var/run/secrets/tokens/minimesh-token"
 ROOT_CERT_PATH = "/var/run/secrets/minimesh/root-cert.pem"
 SDS_CLUSTER = "sds-grpc"
+CERT_TTL_ANNOTATION = "security.minimesh.io/cert-ttl"
 MIN_RETRY, MAX_RETRY = 1.0, 10.0
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 
@@ -73,8 +75,9 @@ class Settings:
     ca_server_name: str | None = None  # TLS name to expect from the CA (default: the host of ca_address)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None, annotations: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
+        annotations = annotations or {}
         missing = [k for k in ("POD_NAMESPACE", "SERVICE_ACCOUNT") if not env.get(k)]
         if missing:
             raise SettingsError(f"{', '.join(missing)} not set: the agent names its workload identity from them"
@@ -84,6 +87,8 @@ class Settings:
         except IdentityError as e:
             raise SettingsError(str(e)) from None
         ttl = parse_ttl(env["MESH_CERT_TTL"]) if env.get("MESH_CERT_TTL") else 0
+        if annotations.get(CERT_TTL_ANNOTATION):
+            ttl = parse_ttl(annotations[CERT_TTL_ANNOTATION], f"annotation {CERT_TTL_ANNOTATION}")
         return cls(identity, env.get("MESH_CA_ADDRESS", DEFAULT_ADDRESS), ttl, env.get("MESH_TOKEN_PATH", TOKEN_PATH),
                    env.get("MESH_ROOT_CERT", ROOT_CERT_PATH), env.get("MESH_CA_SERVER_NAME") or None)
 
@@ -172,8 +177,13 @@ class WorkloadIdentity:
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_env(cls, proxy_dir: str | Path, env: Mapping[str, str] | None = None) -> WorkloadIdentity:
-        return cls(Settings.from_env(env), Path(proxy_dir) / sds.SOCKET_NAME)
+    def from_env(cls, proxy_dir: str | Path, env: Mapping[str, str] | None = None,
+                 annotations: Mapping[str, str] | None = None) -> WorkloadIdentity:
+        return cls(Settings.from_env(env, annotations), Path(proxy_dir) / sds.SOCKET_NAME)
+
+    def contribute(self, bootstrap: dict[str, Any]) -> None:
+        """The agent's extension hook: the proxy reaches SDS through the static cluster `sds-grpc`."""
+        bootstrap.setdefault("static_resources", {}).setdefault("clusters", []).append(sds_cluster(self.socket_path))
 
     async def start(self) -> None:
         self._server = await sds.serve(self.secrets, self.socket_path)

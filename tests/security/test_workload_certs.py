@@ -31,6 +31,11 @@ def test_settings_from_env() -> None:
     with pytest.raises(SettingsError, match="MESH_CERT_TTL='soon'"):
         Settings.from_env({"POD_NAMESPACE": "d", "SERVICE_ACCOUNT": "s", "MESH_CERT_TTL": "soon"})
     assert parse_ttl("24h") == 86400 and parse_ttl("90") == 90
+    s = Settings.from_env({"POD_NAMESPACE": "d", "SERVICE_ACCOUNT": "s", "MESH_CERT_TTL": "1h"},
+                          {"security.minimesh.io/cert-ttl": "20s"})
+    assert s.ttl_seconds == 20
+    with pytest.raises(SettingsError, match=r"annotation security\.minimesh\.io/cert-ttl='x'"):
+        Settings.from_env({"POD_NAMESPACE": "d", "SERVICE_ACCOUNT": "s"}, {"security.minimesh.io/cert-ttl": "x"})
 
 
 def test_rotation_time_is_half_the_life_from_arrival() -> None:
@@ -41,10 +46,17 @@ def test_rotation_time_is_half_the_life_from_arrival() -> None:
     assert c.rotate_at(0.05) == t0 + dt.timedelta(seconds=33)
 
 
-def test_sds_cluster_is_a_pipe() -> None:
+def test_sds_cluster_is_a_pipe_the_proxy_accepts() -> None:
+    from minimesh.proxy.config import parse_bootstrap
+
     c = sds_cluster("/etc/minimesh/proxy/sds.sock")
     assert c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"] == {
         "pipe": {"path": "/etc/minimesh/proxy/sds.sock"}}
+    wid = WorkloadIdentity.from_env("/etc/minimesh/proxy", {"POD_NAMESPACE": "default", "SERVICE_ACCOUNT": "sleep"})
+    boot: dict[str, Any] = {"node": {"id": "x"}}
+    wid.contribute(boot)
+    parsed = parse_bootstrap(boot)
+    assert [c.name for c in parsed.clusters] == ["sds-grpc"]
 
 
 async def _stream(socket: Path, names: list[str], want: int, node_id: str = "sidecar~1.2.3.4~p.ns~ns.svc.cluster.local") -> list[Any]:
