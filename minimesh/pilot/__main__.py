@@ -32,7 +32,7 @@ def api_client(kubeconfig: str | None) -> client.ApiClient:
 
 async def run(args: argparse.Namespace) -> None:
     discovery = DiscoveryServer(MeshStore(domain=args.domain), debounce_quiet=args.debounce_after,
-                                debounce_max=args.debounce_max)
+                                debounce_max=args.debounce_max, hold_until_synced=True)
     discovery.start()
     grpc_server, grpc_port = await serve_grpc(discovery, args.listen, args.grpc_port)
     runner, http_port = await serve_http(discovery, args.listen, args.http_port)
@@ -41,6 +41,10 @@ async def run(args: argparse.Namespace) -> None:
     def synced() -> None:
         if not discovery.synced:
             log.info("pilot: initial list complete; ready")
+            # Snapshot the whole listed mesh now, so the first proxies (held until now) get all of it.
+            taken = discovery.debouncer.take(float("inf"))
+            if taken is not None:
+                discovery.push(taken[0])
         discovery.synced = True
 
     loop = asyncio.get_running_loop()

@@ -127,7 +127,8 @@ def virtual_inbound(ports: Iterable[tuple[int, Protocol]]) -> dict[str, Any]:
     return {
         "name": VIRTUAL_INBOUND,
         "address": socket_address("0.0.0.0", VIRTUAL_INBOUND_PORT),
-        "use_original_dst": True,
+        # No use_original_dst here (as in Istio): a hand-off by original destination would pick the outbound
+        # listener 0.0.0.0_<port> and loop. The original_dst listener filter lets chains match on the port.
         "traffic_direction": "INBOUND",
         "listener_filters": [
             {"name": "envoy.filters.listener.original_dst", "typed_config": {"@type": ORIGINAL_DST_TYPE}},

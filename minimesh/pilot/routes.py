@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from minimesh.pilot.model import Service, ServicePort
+from minimesh.pilot import virtualservices
+from minimesh.pilot.model import Config, Service, ServicePort
 from minimesh.xds.resources import PASSTHROUGH_CLUSTER, outbound_cluster_name, route_config_name
 
 
@@ -30,11 +31,16 @@ def service_domains(service: Service, port: int, proxy_namespace: str) -> list[s
     return out
 
 
-def virtual_host(service: Service, port: ServicePort, proxy_namespace: str) -> dict[str, Any]:
+def virtual_host(service: Service, port: ServicePort, proxy_namespace: str,
+                 virtual_services: tuple[Config, ...] = ()) -> dict[str, Any]:
+    """The service's routes: its VirtualServices' http routes if it has any (see virtualservices.py),
+    else one default route to its cluster."""
+    vs_routes = [r for vs in virtualservices.for_service(virtual_services, service)
+                 for r in virtualservices.http_routes(vs, service, port.port)]
     return {
         "name": f"{service.hostname}:{port.port}",
         "domains": service_domains(service, port.port, proxy_namespace),
-        "routes": [{
+        "routes": vs_routes or [{
             "name": "default",
             "match": {"prefix": "/"},
             # Istio disables Envoy's 15 s default: timeouts come from VirtualServices (stage 8).
@@ -53,8 +59,9 @@ def fallback_virtual_host(outbound_policy: str) -> dict[str, Any]:
 
 
 def route_configuration(port: int, services: Iterable[tuple[Service, ServicePort]], proxy_namespace: str,
-                        outbound_policy: str = "ALLOW_ANY") -> dict[str, Any]:
+                        outbound_policy: str = "ALLOW_ANY", virtual_services: tuple[Config, ...] = ()) -> dict[str, Any]:
     """Route configuration `<port>`: the HTTP services on that port (given), then the fallback."""
-    hosts = sorted((virtual_host(s, p, proxy_namespace) for s, p in services), key=lambda v: v["name"])
+    hosts = sorted((virtual_host(s, p, proxy_namespace, virtual_services) for s, p in services),
+                   key=lambda v: v["name"])
     return {"name": route_config_name(port), "virtual_hosts": [*hosts, fallback_virtual_host(outbound_policy)],
             "validate_clusters": False}

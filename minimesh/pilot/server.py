@@ -42,8 +42,11 @@ ADS_METHOD = "StreamAggregatedResources"
 
 class DiscoveryServer:
     def __init__(self, store: MeshStore | None = None, *, debounce_quiet: float = 0.1, debounce_max: float = 1.0,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, hold_until_synced: bool = False) -> None:
         self.store = store or MeshStore()
+        # istiod answers no proxy before its watches have listed everything: a restarted push server must
+        # not hand reconnecting proxies a half-empty mesh.
+        self.hold_until_synced = hold_until_synced
         self.metrics = metrics or Metrics()
         self.cache = ResourceCache()
         self.debouncer = Debouncer(debounce_quiet, debounce_max)
@@ -164,6 +167,8 @@ class DiscoveryServer:
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(ADS_SERVICE, {ADS_METHOD: handler}),))
 
     async def stream(self, requests: Any, context: aio.ServicerContext) -> None:
+        while self.hold_until_synced and not self.synced:
+            await asyncio.sleep(0.05)
         reader = requests.__aiter__()
         try:
             first = await reader.__anext__()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from minimesh.pilot import clusters, listeners, routes
+from minimesh.pilot import clusters, listeners, routes, virtualservices
 from minimesh.pilot.context import PushContext, Scope
 from minimesh.pilot.model import Proxy, Service, ServicePort
 from minimesh.pilot.protocol import Protocol, detect_protocol
@@ -111,12 +111,15 @@ def build_routes(ctx: PushContext, proxy: Proxy, names: Iterable[str], make: Mak
     for svc, port, protocol in outbound_ports(scope):
         if protocol.is_http:
             by_port.setdefault(port.port, []).append((svc, port))
+    all_vs = ctx.configs.get("VirtualService", ())
     out = []
     for name in names:
         if name.isdigit() and int(name) in by_port:
             port = int(name)
-            out.append(make(routes.route_configuration, port, tuple(by_port[port]), proxy.namespace,
-                            scope.outbound_policy))
+            services = tuple(by_port[port])
+            vs = tuple(v for v in all_vs if any(virtualservices.applies_to(v, s) for s, _ in services))
+            args = (port, services, proxy.namespace, scope.outbound_policy, *((vs,) if vs else ()))
+            out.append(make(routes.route_configuration, *args))
     return out
 
 

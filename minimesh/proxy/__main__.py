@@ -29,12 +29,18 @@ async def run(args: argparse.Namespace) -> int:
     from minimesh.proxy.server import Proxy
 
     boot = load_bootstrap(args.bootstrap)
+    xds_plan = None
+    if boot.dynamic_resources:  # stage 4: config from the push server over ADS (see xds.py)
+        from minimesh.proxy.xds import XdsPlan, start_xds
+
+        xds_plan = XdsPlan.from_bootstrap(boot)
     proxy = Proxy(boot)
     try:
         await proxy.start()
     except ConfigError:
         await proxy.stop()
         raise
+    xds = start_xds(proxy, xds_plan) if xds_plan is not None else None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: proxy.quit_soon(0))
@@ -43,6 +49,8 @@ async def run(args: argparse.Namespace) -> int:
     ports = " ".join(f"{n}={proxy.listener_port(n)}" for n, rt in sorted(proxy.listeners.items()) if rt.cfg.bind_to_port)
     log.info("minimesh proxy %s %s:%s listeners: %s", boot.node.id or "-", proxy.state, admin, ports or "none")
     await proxy.stopped.wait()
+    if xds is not None:
+        await xds.stop()
     return proxy.exit_code
 
 
