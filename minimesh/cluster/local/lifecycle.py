@@ -64,7 +64,7 @@ def _pid_alive(layout: ClusterLayout, component: str) -> int | None:
     return None
 
 
-def _spawn(layout: ClusterLayout, component: str, netns: str | None = None) -> int:
+def _spawn(layout: ClusterLayout, component: str, netns: str | None = None) -> subprocess.Popen[bytes]:
     layout.logs_dir.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", f"minimesh.cluster.local.{component}", "--name", layout.name]
     if netns:
@@ -81,7 +81,7 @@ def _spawn(layout: ClusterLayout, component: str, netns: str | None = None) -> i
             start_new_session=True, cwd="/",
         )
     layout.pidfile(component).write_text(str(proc.pid))
-    return proc.pid
+    return proc
 
 
 def _api_get(layout: ClusterLayout, pki: Pki, path: str, timeout: float = 2.0) -> dict:
@@ -108,13 +108,19 @@ def _api_send(layout: ClusterLayout, pki: Pki, method: str, path: str, obj: dict
             raise ClusterError(f"bootstrap {method} {path}: {e.code} {e.read().decode()[:300]}") from None
 
 
-def _wait(what: str, check: Callable[[], bool], timeout: float, layout: ClusterLayout, component: str) -> None:
+def _wait(
+    what: str, check: Callable[[], bool], timeout: float, layout: ClusterLayout, component: str,
+    child: subprocess.Popen[bytes] | None,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(Exception):
             if check():
                 return
-        if component and _pid_alive(layout, component) is None:
+        # A child we just started is judged by its exit status: until it has exec'd, its command line
+        # is still ours, so the pidfile check would wrongly call it dead.
+        dead = child.poll() is not None if child is not None else _pid_alive(layout, component) is None
+        if dead:
             tail = _log_tail(layout, component)
             raise ClusterError(f"the {component} process exited while waiting for {what}:\n{tail}")
         time.sleep(0.05)
@@ -221,11 +227,12 @@ def up(name: str, *, timeout: float = 60.0, merge_kubeconfig: bool = True, progr
         except hostnet.NetError as e:
             raise ClusterError(str(e)) from None
 
+    controlplane = node = None
     if _pid_alive(layout, "controlplane") is None:
         say("starting the control plane (API server, controllers, scheduler)")
-        _spawn(layout, "controlplane")
+        controlplane = _spawn(layout, "controlplane")
     _wait("the API server", lambda: _api_get(layout, pki, "/readyz").get("text", "") == "ok",
-          timeout, layout, "controlplane")
+          timeout, layout, "controlplane", controlplane)
 
     say("creating bootstrap objects")
     for path, obj in bootstrap_objects(layout):
@@ -233,13 +240,13 @@ def up(name: str, *, timeout: float = 60.0, merge_kubeconfig: bool = True, progr
 
     if _pid_alive(layout, "node") is None:
         say("starting the node (kubelet, kube-proxy, DNS)")
-        _spawn(layout, "node", netns=layout.node_netns)
+        node = _spawn(layout, "node", netns=layout.node_netns)
 
     def node_ready() -> bool:
         node = _api_get(layout, pki, f"/api/v1/nodes/{layout.node_name}")
         return any(c["type"] == "Ready" and c["status"] == "True" for c in node.get("status", {}).get("conditions", []))
 
-    _wait("the node to be Ready", node_ready, timeout, layout, "node")
+    _wait("the node to be Ready", node_ready, timeout, layout, "node", node)
     if merge_kubeconfig:
         kubeconfig.merge_into_user(layout, pki, set_current=True)
     return UpResult(layout, created, time.monotonic() - t0)
