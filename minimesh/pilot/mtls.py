@@ -14,6 +14,10 @@ Client side (auto mTLS, Istio's transport_socket_matches): every outbound cluste
 endpoint whose pod has a sidecar (label `security.minimesh.io/tlsMode: minimesh`) and does not DISABLE
 mTLS on that port with `tlsMode: minimesh`, so sidecars talk mTLS to sidecars and plaintext to the rest.
 
+A DestinationRule's `trafficPolicy.tls` (Istio's client-side setting) overrides auto mTLS for its host:
+`ISTIO_MUTUAL` → always mTLS, `DISABLE` → always plaintext, and `subjectAltNames` replaces the identities
+the server must present (pin them, and any other identity is refused even with a valid mesh certificate).
+
 Certificates come over SDS from the agent (`default`, `ROOTCA` on the `sds-grpc` cluster). PeerAuthentication
 precedence (Istio): a workload policy (selector) beats the namespace policy beats the mesh-wide policy (root
 namespace `mesh-system`, no selector); UNSET inherits; `portLevelMtls` (workload policies only) beats the
@@ -246,10 +250,57 @@ def inbound_port_modes(policies: Iterable[Config], namespace: str, labels: Label
     return tuple((port, proto, effective_mode(policies, namespace, labels, port)) for port, proto in ports)
 
 
+# ---- DestinationRule trafficPolicy.tls ---------------------------------------------------------------
+DESTINATION_RULE = "DestinationRule"
+
+
+def _dr_host_matches(rule: Config, service: Service) -> int:
+    """0: no; else how specific the rule's host is for the service (exact FQDN beats a wildcard)."""
+    host = str((rule.spec or {}).get("host") or "")
+    if not host:
+        return 0
+    if "." not in host and host != "*":  # a short name, relative to the rule's namespace
+        host = f"{host}.{rule.namespace}.svc.{service.domain}"
+    if host == service.hostname:
+        return 2
+    if host == "*" or (host.startswith("*.") and service.hostname.endswith(host[1:])):
+        return 1
+    return 0
+
+
+def destination_tls(configs: Iterable[Config], client_namespace: str, service: Service, port: int,
+                    root_namespace: str = ROOT_NAMESPACE) -> tuple[str | None, tuple[str, ...]]:
+    """(tls mode or None for auto, subjectAltNames) from the DestinationRule that applies (Istio's lookup
+    order: the client's namespace, the service's, the root namespace; a port-level setting wins)."""
+    rules = [c for c in configs if c.kind == DESTINATION_RULE]
+    for ns in dict.fromkeys((client_namespace, service.namespace, root_namespace)):
+        scored = [(_dr_host_matches(r, service), r.name, r) for r in rules if r.namespace == ns]
+        scored = [t for t in scored if t[0]]
+        if not scored:
+            continue
+        rule = max(scored, key=lambda t: (t[0], [-ord(ch) for ch in t[1]]))[2]
+        policy = (rule.spec or {}).get("trafficPolicy") or {}
+        tls = policy.get("tls") or {}
+        for pls in policy.get("portLevelSettings") or []:
+            if ((pls.get("port") or {}).get("number")) == port and pls.get("tls"):
+                tls = pls["tls"]
+        mode = tls.get("mode")
+        return (mode if mode in ("ISTIO_MUTUAL", "DISABLE") else None), tuple(tls.get("subjectAltNames") or ())
+    return None, ()
+
+
 # ---- the builders translate.py calls (each result is cached by its arguments) ----------------------
-def outbound_cluster(service: Service, port: ServicePort, identities: tuple[str, ...]) -> dict[str, Any]:
-    """CDS: `clusters.outbound_cluster` with auto mTLS to the service's identities."""
-    return with_auto_mtls(clusters.outbound_cluster(service, port), port.port, service.hostname, identities)
+def outbound_cluster(service: Service, port: ServicePort, identities: tuple[str, ...],
+                     dr_mode: str | None = None, dr_sans: tuple[str, ...] = ()) -> dict[str, Any]:
+    """CDS: `clusters.outbound_cluster` with auto mTLS to the service's identities (or what a
+    DestinationRule says: always mTLS, never, and/or other identities to expect)."""
+    cluster = clusters.outbound_cluster(service, port)
+    sans = dr_sans or identities
+    if dr_mode == "DISABLE":
+        return cluster
+    if dr_mode == "ISTIO_MUTUAL":
+        return {**cluster, "transport_socket": upstream_tls(port.port, service.hostname, sans)}
+    return with_auto_mtls(cluster, port.port, service.hostname, sans)
 
 
 def load_assignment(service: Service, port: ServicePort, slices: tuple[EndpointSlice, ...],

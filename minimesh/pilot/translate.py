@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from minimesh.pilot import clusters, listeners, routes, virtualservices
+from minimesh.pilot import clusters, listeners, mtls, routes, virtualservices
 from minimesh.pilot.context import PushContext, Scope
 from minimesh.pilot.model import Proxy, Service, ServicePort
 from minimesh.pilot.protocol import Protocol, detect_protocol
@@ -67,10 +67,27 @@ def inbound_ports(ctx: PushContext, proxy: Proxy) -> tuple[tuple[int, Protocol],
     return result
 
 
+def client_tls(ctx: PushContext, namespace: str, svc: Service, port: ServicePort) -> tuple[Any, ...]:
+    """Stage 6: how a proxy in `namespace` secures calls to svc:port (see mtls.py): the identities the
+    server may present, and a DestinationRule's tls mode and subjectAltNames."""
+    key = ("client-tls", namespace, svc.key, port.port)
+    found = ctx._memo.get(key)
+    if found is None:
+        ids_key = ("mtls-identities", svc.key)
+        ids = ctx._memo.get(ids_key)
+        if ids is None:
+            ids = ctx._memo[ids_key] = mtls.service_identities(svc, ctx.service_slices(svc), ctx.pods)
+        mode, sans = mtls.destination_tls(ctx.configs.get(mtls.DESTINATION_RULE, ()), namespace, svc, port.port)
+        found = ctx._memo[key] = (ids, mode, sans)
+    return found  # type: ignore[no-any-return]
+
+
 def build_clusters(ctx: PushContext, proxy: Proxy, make: Make = plain) -> list[Any]:
-    """CDS: outbound clusters for what the proxy may call, inbound ones for its pod, and the fallbacks."""
+    """CDS: outbound clusters for what the proxy may call, inbound ones for its pod, and the fallbacks.
+    Outbound clusters carry auto mTLS (stage 6, mtls.py) around the lab-04 cluster."""
     scope = ctx.scope(proxy)
-    out = [make(clusters.outbound_cluster, svc, port) for svc, port, _ in outbound_ports(scope)]
+    out = [make(mtls.outbound_cluster, svc, port, *client_tls(ctx, proxy.namespace, svc, port))
+           for svc, port, _ in outbound_ports(scope)]
     out += [make(clusters.inbound_cluster, port) for port, _ in inbound_ports(ctx, proxy)]
     out += [make(clusters.passthrough_cluster), make(clusters.blackhole_cluster),
             make(clusters.inbound_passthrough_cluster)]
@@ -85,15 +102,19 @@ def build_load_assignments(ctx: PushContext, names: Iterable[str], make: Make = 
         found = index.get(name)
         if found is not None:
             svc, port = found
-            out.append(make(clusters.load_assignment, svc, port, ctx.service_slices(svc)))
+            slices = ctx.service_slices(svc)
+            secured = mtls.mtls_endpoints(svc, slices, ctx.pods, ctx.configs.get(mtls.PEER_AUTHENTICATION, ()),
+                                          port.name)  # stage 6: endpoints with a sidecar get mTLS
+            out.append(make(mtls.load_assignment, svc, port, slices, secured))
     return out
 
 
 def build_listeners(ctx: PushContext, proxy: Proxy, make: Make = plain) -> list[Any]:
     """LDS: virtualOutbound, virtualInbound, `0.0.0.0_<port>` per HTTP port, `<ip>_<port>` per TCP port."""
     scope = ctx.scope(proxy)
-    out = [make(listeners.virtual_outbound, scope.outbound_policy),
-           make(listeners.virtual_inbound, inbound_ports(ctx, proxy))]
+    modes = mtls.inbound_port_modes(ctx.configs.get(mtls.PEER_AUTHENTICATION, ()), proxy.namespace,
+                                    proxy.label_map(), inbound_ports(ctx, proxy))  # stage 6: PeerAuthentication
+    out = [make(listeners.virtual_outbound, scope.outbound_policy), make(mtls.virtual_inbound, modes)]
     http_ports: set[int] = set()
     for svc, port, protocol in outbound_ports(scope):
         if protocol.is_http:

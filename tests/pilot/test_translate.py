@@ -104,7 +104,11 @@ def test_a_pod_behind_a_service_gets_inbound_config_and_everything_is_valid_envo
                                        "0.0.0.0_9080"]
     assert names[xr.ROUTE_TYPE] == ["9080"]
     inbound = config[xr.LISTENER_TYPE][1]
-    assert [c.get("filter_chain_match") for c in inbound["filter_chains"]] == [{"destination_port": 9080}, None]
+    # PERMISSIVE (no PeerAuthentication, stage 6): mTLS from sidecars, plaintext, other TLS to the app; the rest
+    assert [c.get("filter_chain_match") for c in inbound["filter_chains"]] == [
+        {"destination_port": 9080, "transport_protocol": "tls", "application_protocols": ["minimesh"]},
+        {"destination_port": 9080, "transport_protocol": "raw_buffer"},
+        {"destination_port": 9080, "transport_protocol": "tls"}, None]
     tcp = config[xr.LISTENER_TYPE][2]
     assert tcp["bind_to_port"] is False
     assert tcp["filter_chains"][0]["filters"][0]["typed_config"]["cluster"] == "outbound|3306||db.default.svc.cluster.local"
