@@ -144,3 +144,39 @@ def test_cluster_and_assignment_are_envoy_messages_and_parse_in_the_proxy() -> N
     parsed_la = parse_cluster_load_assignment(Node(la, "la"))
     marks = {ep.address.address: ep.socket_match for _, ep in parsed_la.all_endpoints()}
     assert marks == {"10.244.0.7": (("tlsMode", "minimesh"),), "10.244.0.8": (), "10.244.0.9": (("tlsMode", "minimesh"),)}
+
+
+def dr(name: str, ns: str, host: str, tls: dict | None = None, ports: list | None = None) -> Config:
+    policy: dict = {}
+    if tls is not None:
+        policy["tls"] = tls
+    if ports is not None:
+        policy["portLevelSettings"] = ports
+    return Config("DestinationRule", name, ns, {"host": host, "trafficPolicy": policy}, "1")
+
+
+def test_destination_rule_tls_settings() -> None:
+    pinned = ("spiffe://cluster.local/ns/default/sa/bookinfo-reviews",)
+    rules = [dr("details", "default", "details", {"mode": "ISTIO_MUTUAL", "subjectAltNames": list(pinned)})]
+    assert mtls.destination_tls(rules, "default", SVC, 9080) == ("ISTIO_MUTUAL", pinned)
+    assert mtls.destination_tls(rules, "other", SVC, 9080) == ("ISTIO_MUTUAL", pinned)  # the service's namespace
+    assert mtls.destination_tls([dr("x", "other", "details", {"mode": "DISABLE"})], "default", SVC, 9080) == (None, ())
+    by_port = [dr("d", "default", "details.default.svc.cluster.local", {"mode": "ISTIO_MUTUAL"},
+                  [{"port": {"number": 9080}, "tls": {"mode": "DISABLE"}}])]
+    assert mtls.destination_tls(by_port, "default", SVC, 9080) == ("DISABLE", ())
+    assert mtls.destination_tls(by_port, "default", SVC, 9090) == ("ISTIO_MUTUAL", ())
+    wildcard = [dr("all", "mesh-system", "*.default.svc.cluster.local", {"mode": "DISABLE"})]
+    assert mtls.destination_tls(wildcard, "default", SVC, 9080) == ("DISABLE", ())
+
+
+def test_pinned_identities_replace_the_endpoints_and_modes_shape_the_cluster() -> None:
+    pinned = ("spiffe://cluster.local/ns/default/sa/bookinfo-reviews",)
+    auto = mtls.outbound_cluster(SVC, SVC.ports[0], ("spiffe://cluster.local/ns/default/sa/bookinfo-details",), None, pinned)
+    sans = auto["transport_socket_matches"][0]["transport_socket"]["typed_config"]["common_tls_context"][
+        "combined_validation_context"]["default_validation_context"]["match_subject_alt_names"]
+    assert sans == [{"exact": pinned[0]}]
+    always = mtls.outbound_cluster(SVC, SVC.ports[0], (), "ISTIO_MUTUAL")
+    assert "transport_socket_matches" not in always and always["transport_socket"]["name"] == "envoy.transport_sockets.tls"
+    json_format.ParseDict(always, cluster_pb2.Cluster())
+    never = mtls.outbound_cluster(SVC, SVC.ports[0], (), "DISABLE")
+    assert "transport_socket" not in never and "transport_socket_matches" not in never
