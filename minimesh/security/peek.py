@@ -9,6 +9,7 @@ Prints one JSON line: the SPIFFE id(s), serial, validity, issuer, and whether it
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import socket
 import ssl
@@ -47,6 +48,7 @@ def peek(host: str, port: int, root_pem: str | None = None, sni: str | None = No
         out["error"] = "the server presented no certificate"
         return out
     out.update(describe(der))
+    out["der_b64"] = base64.b64encode(der).decode()
     if root_pem:
         out["verified"], out["verify_error"] = _verify(der, root_pem)
     return out
