@@ -278,6 +278,29 @@ def _rid(what: str) -> str:
     return f"lab03-{what}-{secrets.token_hex(4)}"
 
 
+def endpoints(core: Any, pod: str, cluster: str) -> list[str]:
+    """The hosts sleep's proxy has for `cluster` (its admin API's /clusters)."""
+    res = exec_in(core, pod, ["curl", "-s", "http://127.0.0.1:15000/clusters"], container=PROXY, namespace=NS)
+    return sorted({ln.split("::")[1] for ln in res.stdout.splitlines() if ln.startswith(f"{cluster}::")})
+
+
+def wait_endpoints(core: Any, pod: str, *subsets: str) -> None:
+    """Wait until the proxy has found (by DNS, every 5 s) a pod for each `app-version` subset."""
+
+    def found() -> None:
+        empty = [s for s in subsets if not endpoints(core, pod, _cluster_of(s))]
+        check(not empty, want=f"endpoints in sleep's proxy for {', '.join(subsets)}", got=f"none yet for {empty}",
+              hint=f"minimesh kubectl get pods -n {NS}; the pods must be ready for their headless Service to list them")
+
+    eventually(found, timeout=60, interval=1)
+
+
+def _cluster_of(subset: str) -> str:
+    app, version = subset.rsplit("-", 1)
+    port = 8080 if app == "echo" else 9080
+    return f"outbound|{port}|{version}|{app}.{NS}.svc.cluster.local"
+
+
 def curl(core: Any, pod: str, url: str, *headers: str, timeout: float = 10) -> tuple[int, str, str]:
     """(status, body, x-request-id sent) of curl in the sleep container (its traffic goes through the proxy)."""
     rid = next((h.split(":", 1)[1].strip() for h in headers if h.lower().startswith("x-request-id:")), "")
@@ -319,16 +342,24 @@ def flags(line: str) -> str:
 
 def expect_status(status: int, body: str, want: int, what: str, hint: str) -> None:
     if status != want:
+        stub = stub_hint(status, body)
         raise GradeFailure(f"{what}: HTTP {want}", f"HTTP {status}: {body.strip()[:160]}" if status else body[:200],
-                           stub_hint(status, body) or hint)
+                           stub or hint, final=bool(stub))
 
 
 def test_request_through_both_sidecars(core: Any, sleep3: str, details3: str) -> None:
     """sleep -> details goes through both sidecars; both access logs show the request"""
     rid = _rid("details")
-    status, body, _ = curl(core, sleep3, "http://details:9080/details/0", f"x-request-id: {rid}")
-    expect_status(status, body, 200, "GET http://details:9080/details/0 from sleep",
-                  f"minimesh logs -n {NS} {sleep3} -c {PROXY}")
+
+    def answered() -> str:  # a new pod is found at the proxy's next DNS refresh (5 s): poll
+        status, body, _ = curl(core, sleep3, "http://details:9080/details/0", f"x-request-id: {rid}")
+        if stub_hint(status, body):
+            expect_status(status, body, 200, "GET http://details:9080/details/0 from sleep", "")  # final: a stub
+        expect_status(status, body, 200, "GET http://details:9080/details/0 from sleep",
+                      f"minimesh logs -n {NS} {sleep3} -c {PROXY}")
+        return body
+
+    body = eventually(answered, timeout=30, interval=1)
     check("ISBN-10" in body, want="details' JSON (with ISBN-10)", got=body[:160], hint="the route for details")
     out = access_log(core, sleep3, rid)
     check("outbound|9080|v1|details.lab03.svc.cluster.local" in out,
@@ -343,6 +374,7 @@ def test_request_through_both_sidecars(core: Any, sleep3: str, details3: str) ->
 
 def test_weighted_split(core: Any, sleep3: str) -> None:
     """200 requests to reviews split about 80/20 between v1 and v2"""
+    wait_endpoints(core, sleep3, "reviews-v1", "reviews-v2")
     loop = ("for i in $(seq 200); do curl -s -m 5 -o - -w '\\n' http://reviews:9080/reviews/0"
             " || echo '{\"error\": \"curl failed\"}'; done")
     res = exec_in(core, sleep3, ["sh", "-c", loop], container="sleep", namespace=NS, timeout=180)
@@ -365,6 +397,7 @@ def test_weighted_split(core: Any, sleep3: str) -> None:
 
 def test_header_route(core: Any, sleep3: str) -> None:
     """a header route sends end-user: jason to reviews v3"""
+    wait_endpoints(core, sleep3, "reviews-v3")
     status, body, _ = curl(core, sleep3, "http://reviews:9080/reviews/0", "end-user: jason")
     expect_status(status, body, 200, "GET reviews with end-user: jason", f"{ROUTING}: select_route")
     try:
@@ -410,6 +443,7 @@ def _stat(core: Any, pod: str, name: str) -> int:
 
 def test_retries_then_urx(core: Any, sleep3: str) -> None:
     """a route with 2 retries on 5xx tries 3 times, then gives up with flag URX"""
+    wait_endpoints(core, sleep3, "echo-v1")
     stat = "cluster.outbound|8080|v1|echo.lab03.svc.cluster.local.upstream_rq_retry"
     before = _stat(core, sleep3, stat)
     rid = _rid("urx")
@@ -424,6 +458,7 @@ def test_retries_then_urx(core: Any, sleep3: str) -> None:
 
 def test_timeout_is_504_ut(core: Any, sleep3: str) -> None:
     """a route with a 0.5 s timeout answers 504 with flag UT when the app takes 2 s"""
+    wait_endpoints(core, sleep3, "echo-v1")
     rid = _rid("ut")
     status, body, _ = curl(core, sleep3, "http://echo:8080/slow?delay=2", f"x-request-id: {rid}")
     expect_status(status, body, 504, "GET /slow?delay=2 (route timeout 0.5 s)", "the slow route's timeout")
@@ -468,9 +503,7 @@ def test_config_dump_shows_the_configmap(core: Any, sleep3: str, details3: str) 
     ip = core.read_namespaced_pod(details3, NS).status.pod_ip
 
     def resolved() -> None:
-        res = exec_in(core, sleep3, ["curl", "-s", "http://127.0.0.1:15000/clusters"], container=PROXY, namespace=NS)
-        hosts = sorted({ln.split("::")[1] for ln in res.stdout.splitlines()
-                        if ln.startswith("outbound|9080|v1|details.lab03.svc.cluster.local::")})
+        hosts = endpoints(core, sleep3, _cluster_of("details-v1"))
         check(f"{ip}:9080" in hosts, want=f"details' pod {ip}:9080 as an endpoint of its STRICT_DNS cluster",
               got=hosts, hint="the cluster resolves details-v1.lab03.svc.cluster.local (a headless Service) every 5 s")
 
