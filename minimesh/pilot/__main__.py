@@ -75,6 +75,11 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     asyncio.run(run(args))
+    # The watch threads may still sit in a blocking read of a closed stream; interpreter finalization
+    # racing them (and grpc's own threads) can turn a clean shutdown into a crash. Everything is stopped
+    # and flushed by now, so leave without finalization.
+    logging.shutdown()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -111,7 +111,12 @@ def test_watches_feed_the_push_server_and_changes_reach_the_proxy(arun, mm, kube
             outbound = [c["name"] for c in rec.latest(xr.CLUSTER_TYPE) if c["name"].startswith("outbound|")]
             assert outbound == [cluster]
 
-            # An endpoint change through the API reaches the proxy as an EDS-only push.
+            # An endpoint change through the API reaches the proxy as an EDS-only push. First let the
+            # pushes that the initial watch events queued drain (nothing debounced, nothing left to send),
+            # so that only the slice change below can move the counters.
+            await mm.eventually(
+                lambda: ds.debouncer.deadline() is None
+                and all(c.pending_push is None for c in ds.connections.values()), 20, "a quiet push server")
             cds_before = ds.metrics.pushes.labels("cds")._value.get()
             disc = client.DiscoveryV1Api(api)
             await asyncio.to_thread(disc.replace_namespaced_endpoint_slice, "details-abcde", ns,
