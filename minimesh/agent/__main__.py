@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from minimesh.agent.agent import Agent, AgentSettings
+from minimesh.agent.agent import Agent, AgentSettings, Extension
 from minimesh.agent.bootstrap import BootstrapOptions, split_address
 from minimesh.agent.identity import AgentConfigError, PodIdentity
 from minimesh.agent.probers import ENV as PROBERS_ENV
@@ -89,7 +89,20 @@ def build(args: argparse.Namespace) -> Agent:
                              health_port=args.health_port, termination_drain=drain,
                              proxy_log_level=args.proxy_log_level)
     return Agent(settings, identity, parse_probers(os.environ.get(PROBERS_ENV)),
-                 app_metrics=parse_prometheus_annotations(os.environ.get(PROMETHEUS_ENV)))
+                 app_metrics=parse_prometheus_annotations(os.environ.get(PROMETHEUS_ENV)),
+                 extensions=(workload_identity(args.config_path, identity),))
+
+
+def workload_identity(config_path: str, identity: PodIdentity) -> Extension:
+    """Stage 6's certificate manager + SDS server (minimesh.security.certs): the proxy's static cluster
+    `sds-grpc` leads to it. Before the mesh CA exists it keeps asking with back-off and the proxy simply has
+    no certificate (auto mTLS stays plaintext), as pilot-agent does."""
+    from minimesh.security.certs import SettingsError, WorkloadIdentity
+
+    try:
+        return WorkloadIdentity.from_env(config_path, os.environ, identity.annotations)
+    except SettingsError as e:
+        raise AgentConfigError(f"workload certificates: {e}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

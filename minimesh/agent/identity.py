@@ -23,7 +23,7 @@ from typing import Any
 
 from minimesh.xds import node as xnode
 
-REQUIRED_ENV = ("POD_NAME", "POD_NAMESPACE", "INSTANCE_IP")
+REQUIRED_ENV = ("POD_NAME", "POD_NAMESPACE", "INSTANCE_IP", "SERVICE_ACCOUNT")
 POD_TEMPLATE_HASH = "pod-template-hash"
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
@@ -92,7 +92,7 @@ class PodIdentity:
         containers = tuple(c.strip() for c in env.get("MESH_APP_CONTAINERS", "").split(",") if c.strip())
         return cls(
             pod=env["POD_NAME"], namespace=env["POD_NAMESPACE"], ip=ip,
-            service_account=env.get("SERVICE_ACCOUNT") or "default", host_ip=host_ip,
+            service_account=env["SERVICE_ACCOUNT"], host_ip=host_ip,
             cluster_id=env.get("MESH_CLUSTER_ID") or "Kubernetes",
             labels=MappingProxyType(labels), annotations=MappingProxyType(annotations),
             app_containers=containers, pod_ports=parse_pod_ports(env.get("MESH_POD_PORTS", "")),

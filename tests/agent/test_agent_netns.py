@@ -175,7 +175,8 @@ def test_app_probes_run_inside_the_pod(pod: Pod) -> None:
     ({}, ("--config-path", "/proc/nope"), "cannot write the proxy bootstrap to /proc/nope/envoy-rev.json"),
 ])
 def test_bad_settings_exit_1_naming_the_problem(env: dict[str, str], extra: tuple[str, ...], message: str) -> None:
-    base = {"POD_NAME": "p", "POD_NAMESPACE": "default", "INSTANCE_IP": "10.0.0.1", "PYTHONPATH": _pythonpath()}
+    base = {"POD_NAME": "p", "POD_NAMESPACE": "default", "INSTANCE_IP": "10.0.0.1", "SERVICE_ACCOUNT": "sleep",
+            "PYTHONPATH": _pythonpath()}
     argv = [PY, "-m", "minimesh.agent", "proxy", "sidecar", "--podinfo-path", "/nonexistent", *extra]
     if "--config-path" not in extra:
         argv += ["--config-path", "/proc/self/nope"] if message.startswith("cannot write") else []

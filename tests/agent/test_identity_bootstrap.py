@@ -38,6 +38,7 @@ def test_identity_from_env_and_downward_files() -> None:
 
 @pytest.mark.parametrize("env, what", [
     ({k: v for k, v in ENV.items() if k != "POD_NAME"}, "POD_NAME is not set"),
+    ({k: v for k, v in ENV.items() if k != "SERVICE_ACCOUNT"}, "SERVICE_ACCOUNT is not set"),
     ({k: v for k, v in ENV.items() if k not in ("POD_NAMESPACE", "INSTANCE_IP")}, "POD_NAMESPACE is not set (nor INSTANCE_IP)"),
     ({**ENV, "INSTANCE_IP": "10.244.0"}, "INSTANCE_IP: '10.244.0' is not an IP address"),
     ({**ENV, "MESH_POD_PORTS": "[{"}, "MESH_POD_PORTS: not JSON"),

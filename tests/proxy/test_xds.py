@@ -64,7 +64,7 @@ def routes_d(name: str, cluster: str, match: dict[str, Any] | None = None) -> di
 # ---- XdsPlan: the bootstrap's ADS section ---------------------------------------------------------------
 
 def agent_bootstrap(address: str = "minimeshd.mesh-system.svc:15010") -> dict[str, Any]:
-    ident = PodIdentity(pod="sleep-1", namespace="default", ip="10.244.0.5")
+    ident = PodIdentity(pod="sleep-1", namespace="default", ip="10.244.0.5", service_account="sleep")
     return build_bootstrap(ident, BootstrapOptions(address))
 
 
