@@ -35,11 +35,13 @@ def _connections(text: str) -> tuple[int, ...]:
 @click.option("--provider", default=None, help="provider of --cluster (default: $MINIMESH_PROVIDER or local)")
 @click.option("--haproxy-image", default="", help="HAProxy image (default: Debian's haproxy locally, haproxy:2.6)")
 @click.option("--nginx-image", default="nginx", show_default=True)
+@click.option("--nice", type=int, default=0, show_default=True,
+              help="local cluster: run the bench pods' processes at this niceness (e.g. -10, as root)")
 @click.option("--out", "out_dir", default="bench-results", show_default=True, type=click.Path(file_okay=False),
               help="where the JSON and the PNG go")
 def dataplane(rate: float, duration: float, warmup: float, connections: int, body: int, only: str, mtls: bool,
               ramp: str, ramp_duration: float, cluster: str | None, provider: str | None, haproxy_image: str,
-              nginx_image: str, out_dir: str) -> None:
+              nginx_image: str, nice: int, out_dir: str) -> None:
     """The same load direct, through minimesh, nginx and HAProxy sidecar pairs: latency, max rate, CPU, RSS."""
     from minimesh.bench import dataplane as dp
 
@@ -47,7 +49,7 @@ def dataplane(rate: float, duration: float, warmup: float, connections: int, bod
         options = dp.Options(rate=rate, duration=duration, warmup=warmup, connections=connections, body=body,
                              only=tuple(t.strip() for t in only.split(",") if t.strip() and t.strip() != "direct"),
                              mtls=mtls, ramp=_connections(ramp), ramp_duration=ramp_duration,
-                             haproxy_image=haproxy_image, nginx_image=nginx_image)
+                             haproxy_image=haproxy_image, nginx_image=nginx_image, nice=nice)
         result = dp.run(options, cluster=cluster, provider=provider, say=lambda m: click.echo(f"· {m}", err=True))
     except dp.BenchError as e:
         raise click.ClickException(str(e)) from None
