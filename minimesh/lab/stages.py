@@ -56,7 +56,14 @@ STAGES: tuple[Stage, ...] = (
           "watch the cluster, build per-proxy config, push it over an ADS-shaped gRPC stream",
           setup=(("apply", "-f", "minimesh/manifests/crds/"), ("apply", "-f", "minimesh/manifests/lab04/"))),
     Stage("05", "injection", "Sidecar injection", "injection",
-          "a mutating admission webhook that adds the init container and the proxy"),
+          "a mutating admission webhook that adds the init container and the proxy",
+          # No waiting for the restarted pods here: until the exercise is done the webhook refuses them
+          # (the old pods keep running); the grader waits for the rollout.
+          setup=(("install",),
+                 ("kubectl", "label", "namespace", "default", "minimesh-injection=enabled", "--overwrite"),
+                 ("apply", "-f", "minimesh/manifests/lab05/"),
+                 ("rollout", "restart", "deploy/details-v1", "deploy/ratings-v1", "deploy/reviews-v1",
+                  "deploy/reviews-v2", "deploy/reviews-v3", "deploy/productpage-v1", "deploy/sleep"))),
     Stage("06", "mtls", "Mutual TLS", "mtls", "a CA, SPIFFE identities, PERMISSIVE and STRICT, proved with tcpdump",
           # minimeshd restarted so its CA runs the trainee's sign_csr; no waiting for default's pods (they wait
           # for the CA only if lab 05 is done; the grader waits)
