@@ -19,7 +19,7 @@ from minimesh.security.sniff import MESH_ALPN
 class Evidence:
     plaintext_requests: list[str] = field(default_factory=list)  # "GET /details/0 (10.244.0.9 -> 10.244.0.7)"
     tls_connections: int = 0
-    mesh_tls_connections: int = 0  # ALPN offered includes the mesh's
+    mesh_tls_connections: int = 0  # whose captured ClientHello offers the mesh's ALPN
     sni: list[str] = field(default_factory=list)
 
     @property
@@ -40,7 +40,9 @@ def summarize(report: Any, server_port: int) -> Evidence:
         if r.dst.endswith(f":{server_port}"):
             ev.plaintext_requests.append(f"{r.method} {r.path} ({r.src} -> {r.dst})")
     for t in report.tls_flows:
-        if t.server.endswith(f":{server_port}"):
+        # a connection whose handshake was not captured (it was opened earlier) may have client and server
+        # the wrong way round: the port on either side counts
+        if t.server.endswith(f":{server_port}") or t.client.endswith(f":{server_port}"):
             ev.tls_connections += 1
             if MESH_ALPN in (t.alpn or []):
                 ev.mesh_tls_connections += 1

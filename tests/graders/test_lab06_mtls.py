@@ -423,7 +423,7 @@ def test_capture_shows_plaintext_before_and_only_tls_after(cluster: Any, core: A
         if ev.mesh_tls_connections:
             mesh_tls_seen = True
             SAMPLES["tls"] = [b for _, b in first_client_bytes(path, 9080) if b[:1] == b"\x16"] or SAMPLES["tls"]
-        check(not ev.plaintext_requests and mesh_tls_seen,
+        check(not ev.plaintext_requests and ev.tls_connections and mesh_tls_seen,
               want="no plaintext request, TLS with ALPN 'minimesh' (PERMISSIVE: sidecars talk mTLS)", got=str(ev),
               hint="do sidecars have certificates? minimesh logs deploy/sleep -c minimesh-proxy | grep certs")
 
@@ -456,7 +456,7 @@ def test_permissive_serves_plaintext_strict_refuses_it(core: Any, custom: Any, l
             r = http_from(core, legacy_sleep, url, namespace="legacy", container="sleep")
             check(r.status == 0, want="no answer for legacy/sleep (STRICT: plaintext is closed)", got=str(r),
                   hint="STRICT leaves only the mTLS chain on the port")
-            m = http_from(core, meshed_sleep, url)
+            m = http_from(core, meshed_sleep, url, container="sleep")
             check(m.status == 200, want="200 for default/sleep (its sidecar talks mTLS)", got=str(m),
                   hint="minimesh logs deploy/sleep -c minimesh-proxy")
 
@@ -481,7 +481,7 @@ def test_an_unexpected_identity_is_refused(core: Any, custom: Any, meshed_sleep:
     before = _proxy_stat(core, meshed_sleep, stat)
     with applied(custom, "DestinationRule", "grader-details-pinned", pinned):
         def refused() -> None:
-            r = http_from(core, meshed_sleep, url)
+            r = http_from(core, meshed_sleep, url, container="sleep")
             check(r.status == 503, want="503 from sleep's sidecar (details presents bookinfo-details, not bookinfo-reviews)",
                   got=str(r), hint="the client checks match_subject_alt_names after the handshake")
             got = _proxy_stat(core, meshed_sleep, stat)
@@ -490,7 +490,7 @@ def test_an_unexpected_identity_is_refused(core: Any, custom: Any, meshed_sleep:
         eventually(refused, timeout=60, interval=1)
 
     def back() -> None:
-        r = http_from(core, meshed_sleep, url)
+        r = http_from(core, meshed_sleep, url, container="sleep")
         check(r.status == 200, want="200 again without the DestinationRule", got=str(r))
 
     eventually(back, timeout=60, interval=1)
