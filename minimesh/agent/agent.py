@@ -95,17 +95,21 @@ class Agent:
                                                                               self.settings.bootstrap.domain)["id"],
                  path, self.settings.bootstrap.discovery_address)
         s = self.settings
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.on_signal, sig)
         await self.status.start(s.listen, s.status_port, s.health_port)
         started: list[Extension] = []
         try:
             for ext in self.extensions:
                 await ext.start()
                 started.append(ext)
+            if self.stopping:  # told to stop before there was a proxy to drain
+                return 0
             self.proxy = ProxyProcess(str(path), log_level=s.proxy_log_level)
             await self.proxy.start()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.on_signal, sig)
+            if self.stopping:
+                self._spawn(self._stop_proxy())
             code = await self.proxy.wait()
             if not self.stopping:
                 log.error("agent: the proxy exited by itself with code %d; exiting too", code)
@@ -150,9 +154,12 @@ class Agent:
             log.info("agent: %s again: stopping the proxy now", signal.Signals(sig).name)
             self._skip_wait.set()
             return
+        self.stopping = True
+        if self.proxy is None:
+            log.info("agent: %s before the proxy started: exiting", signal.Signals(sig).name)
+            return
         log.info("agent: %s: draining for up to %gs, then stopping the proxy", signal.Signals(sig).name,
                  self.settings.termination_drain)
-        self.stopping = True
         self._spawn(self._drain())
 
     def quit(self) -> None:
@@ -168,6 +175,8 @@ class Agent:
         await self.admin.post("/healthcheck/fail")
         await self.admin.post("/drain_listeners")
         assert self.proxy is not None
+        while self.proxy.proc is None:  # the signal came while the proxy was being started
+            await asyncio.sleep(0.05)
         waits = [asyncio.ensure_future(self._skip_wait.wait()), asyncio.ensure_future(self.proxy.wait())]
         try:
             await asyncio.wait(waits, timeout=self.settings.termination_drain, return_when=asyncio.FIRST_COMPLETED)
