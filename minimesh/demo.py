@@ -117,12 +117,14 @@ class Demo:
             raise DemoError(f"no running pod with app={app}")
         return running[0].metadata.name
 
-    def curl(self, pod: str, url: str, *, method: str = "GET", container: str | None = None) -> tuple[int, str]:
+    def curl(self, pod: str, url: str, *, method: str = "GET", container: str | None = None,
+             headers: tuple[str, ...] = ()) -> tuple[int, str]:
         from minimesh.k8s.stream import exec_in_pod
 
-        res = exec_in_pod(self.core, "default", pod,
-                          ["curl", "-s", "-X", method, "-o", "/dev/stderr", "-w", "%{http_code}", "--max-time", "10", url],
-                          container=container, timeout=30)
+        argv = ["curl", "-s", "-X", method, "-o", "/dev/stderr", "-w", "%{http_code}", "--max-time", "10"]
+        for h in headers:
+            argv += ["-H", h]
+        res = exec_in_pod(self.core, "default", pod, [*argv, url], container=container, timeout=30)
         code = int(res.stdout.strip() or 0)
         return code, res.stderr
 
@@ -171,15 +173,24 @@ class Demo:
 
     # 5
     def call(self) -> str:
+        import uuid
+
         sleep = self.pod("sleep")
-        code, body = self.curl(sleep, "http://productpage:9080/productpage", container="sleep")
+        request_id = f"demo-{uuid.uuid4().hex[:12]}"  # productpage propagates it to details, as Bookinfo does
+        code, body = self.curl(sleep, "http://productpage:9080/productpage", container="sleep",
+                               headers=(f"x-request-id: {request_id}",))
         if code != 200 or "Book Details" not in body:
             raise DemoError(f"productpage answered {code}; want 200 with the details block")
-        details = self.pod("details")
-        log = self.core.read_namespaced_pod_log(details, "default", container="minimesh-proxy", tail_lines=50)
-        line = next((ln for ln in reversed(log.splitlines()) if '"GET /details/0' in ln), "")
-        console.print(f"  [dim]details' sidecar logged:[/] {line[:150]}")
-        return "productpage rendered details and reviews, served through the sidecars"
+        for app in ("sleep", "productpage", "details"):
+            pod = self.pod(app)
+
+            def logged(pod: str = pod) -> str:
+                log = self.core.read_namespaced_pod_log(pod, "default", container="minimesh-proxy", tail_lines=200)
+                return next((ln for ln in log.splitlines() if request_id in ln), "")
+
+            line = wait_for(f"{app}'s sidecar to log the request", logged, timeout=10, interval=0.3)
+            console.print(f"  [dim]{app:11}[/] {line[:160]}")
+        return f"one request ({request_id}) crossed four sidecars; each logged it with its response flags"
 
     # 6
     def mtls(self) -> Table:
