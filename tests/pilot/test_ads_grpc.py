@@ -64,6 +64,11 @@ def test_endpoint_change_is_an_eds_only_push(arun, mm) -> None:
             load_bookinfo(h, mm)
             c, rec = h.client(mm.node("productpage-v1-abc"))
             await c.wait_until(lambda c: c.state.acked_version(xr.ROUTE_TYPE) != "", 10)
+            # Pushes queued by loading bookinfo may still be on their way: start counting once it is quiet.
+            await mm.eventually(lambda: h.ds.debouncer.deadline() is None
+                                and all(cn.pending_push is None for cn in h.ds.connections.values()),
+                                what="a quiet push server")
+            await asyncio.sleep(0.05)
             before = len(rec.updates)
             pushes_before = {t: h.ds.metrics.pushes.labels(xr.short_name(t))._value.get() for t in xr.PUSH_ORDER}
             h.ds.apply("EndpointSlice", "MODIFIED", mm.endpoint_slice("details", ips=["10.244.0.5", "10.244.0.8"]))
