@@ -649,8 +649,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.bar([x + (i - 1) * width for x in range(len(proxied))],
                [topo[t]["added_latency_ms"][q] for t in proxied], width, label=q)
     ax.axhline(TARGETS["p90_added_ms"], ls="--", c="grey", lw=1)
+    ax.set_yscale("symlog", linthresh=1)  # a saturated pair adds seconds, a healthy one fractions of a ms
     ax.set_xticks(range(len(proxied)), proxied)
-    ax.set_title(f"latency added to direct (ms) at {result['params']['rate']:g} req/s")
+    ax.set_title(f"latency added to direct (ms, symlog) at {result['params']['rate']:g} req/s")
     ax.legend()
     ax = axes[0][1]
     ax.bar(names_, [topo[t]["max_sustained"]["max_rate"] for t in names_], color="tab:green")
