@@ -400,6 +400,9 @@ class Bench:
         if self.provider != "local" or None in netns:
             self.say(f"--nice works on the local cluster only; {self.provider} pods keep their priority")
             return contextlib.nullcontext()
+        if self.options.nice < 0 and os.geteuid() != 0:
+            self.say("--nice below 0 needs root; the bench pods keep their priority")
+            return contextlib.nullcontext()
         return Renicer(self.options.nice, [n for n in netns if n])
 
     # -- API helpers ----------------------------------------------------------------------------------
