@@ -314,6 +314,8 @@ class DiscoveryServer:
             key: tuple[Any, ...] = (type_url, names)
         elif type_url == xr.ROUTE_TYPE:
             key = (type_url, scope.key, names)
+        elif type_url == xr.LISTENER_TYPE:  # inbound chains also follow the workload's PeerAuthentication
+            key = (type_url, scope.key, translate.inbound_ports(ctx, proxy), translate.inbound_port_modes(ctx, proxy))
         else:
             key = (type_url, scope.key, translate.inbound_ports(ctx, proxy))
         found = ctx._memo.get(key)

@@ -82,6 +82,17 @@ def client_tls(ctx: PushContext, namespace: str, svc: Service, port: ServicePort
     return found  # type: ignore[no-any-return]
 
 
+def inbound_port_modes(ctx: PushContext, proxy: Proxy) -> tuple[tuple[int, Protocol, mtls.Mode], ...]:
+    """Stage 6: (target port, protocol, PeerAuthentication mode) of the pod's inbound ports. Proxies of one
+    view share listeners only when these are equal too (a policy may select some workloads only)."""
+    key = ("inbound-modes", proxy.namespace, proxy.labels, inbound_ports(ctx, proxy))
+    found = ctx._memo.get(key)
+    if found is None:
+        found = ctx._memo[key] = mtls.inbound_port_modes(ctx.configs.get(mtls.PEER_AUTHENTICATION, ()),
+                                                         proxy.namespace, proxy.label_map(), inbound_ports(ctx, proxy))
+    return found  # type: ignore[no-any-return]
+
+
 def build_clusters(ctx: PushContext, proxy: Proxy, make: Make = plain) -> list[Any]:
     """CDS: outbound clusters for what the proxy may call, inbound ones for its pod, and the fallbacks.
     Outbound clusters carry auto mTLS (stage 6, mtls.py) around the lab-04 cluster."""
@@ -112,9 +123,8 @@ def build_load_assignments(ctx: PushContext, names: Iterable[str], make: Make = 
 def build_listeners(ctx: PushContext, proxy: Proxy, make: Make = plain) -> list[Any]:
     """LDS: virtualOutbound, virtualInbound, `0.0.0.0_<port>` per HTTP port, `<ip>_<port>` per TCP port."""
     scope = ctx.scope(proxy)
-    modes = mtls.inbound_port_modes(ctx.configs.get(mtls.PEER_AUTHENTICATION, ()), proxy.namespace,
-                                    proxy.label_map(), inbound_ports(ctx, proxy))  # stage 6: PeerAuthentication
-    out = [make(listeners.virtual_outbound, scope.outbound_policy), make(mtls.virtual_inbound, modes)]
+    out = [make(listeners.virtual_outbound, scope.outbound_policy),
+           make(mtls.virtual_inbound, inbound_port_modes(ctx, proxy))]
     http_ports: set[int] = set()
     for svc, port, protocol in outbound_ports(scope):
         if protocol.is_http:

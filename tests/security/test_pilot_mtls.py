@@ -17,7 +17,7 @@ from minimesh.proxy.config._reader import Node
 from minimesh.proxy.config.cluster import parse_cluster, parse_cluster_load_assignment
 from minimesh.proxy.config.listener import parse_listener
 from minimesh.proxy.filter_chain_match import select_filter_chain
-from minimesh.xds import resources as xr  # noqa: F401  (registers the typed_config extensions)
+from minimesh.xds import resources as xr
 
 
 def pa(name: str, ns: str, mode: str | None = None, selector: dict[str, str] | None = None,
@@ -180,3 +180,39 @@ def test_pinned_identities_replace_the_endpoints_and_modes_shape_the_cluster() -
     json_format.ParseDict(always, cluster_pb2.Cluster())
     never = mtls.outbound_cluster(SVC, SVC.ports[0], (), "DISABLE")
     assert "transport_socket" not in never and "transport_socket_matches" not in never
+
+
+def test_the_push_server_does_not_share_inbound_chains_across_modes() -> None:
+    """details and reviews have the same view (namespace, ports): a policy for details only must still
+    reach details only (the push server shares listeners between proxies of one view)."""
+    from envoy.config.core.v3 import base_pb2
+
+    from minimesh.pilot import convert
+    from minimesh.pilot.server import DiscoveryServer
+    from minimesh.pilot.store import MeshStore
+    from minimesh.xds import node as xnode
+
+    store = MeshStore()
+    for app, ip in (("details", "10.244.0.7"), ("reviews", "10.244.0.8")):
+        store.apply("Service", "ADDED", {"metadata": {"name": app, "namespace": "default", "resourceVersion": "1"},
+                                         "spec": {"clusterIP": "10.96.0.9", "selector": {"app": app},
+                                                  "ports": [{"name": "http", "port": 9080, "targetPort": 9080}]}})
+        store.apply("Pod", "ADDED", {"metadata": {"name": f"{app}-1", "namespace": "default", "labels": {"app": app}},
+                                     "spec": {"containers": [{"name": "app", "ports": [{"containerPort": 9080}]}]},
+                                     "status": {"podIP": ip}})
+    store.apply("PeerAuthentication", "ADDED", {"metadata": {"name": "d", "namespace": "default", "resourceVersion": "1"},
+                                                "spec": {"selector": {"matchLabels": {"app": "details"}},
+                                                         "mtls": {"mode": "STRICT"}}})
+    ctx = store.snapshot("v1")
+    ds = DiscoveryServer(MeshStore())
+
+    def chains(app: str, ip: str) -> list[str]:
+        node = json_format.ParseDict(xnode.node_dict(ip, f"{app}-1", "default", labels={"app": app}), base_pb2.Node())
+        node.id = str(xnode.NodeId("sidecar", ip, f"{app}-1", "default", "cluster.local"))
+        gen = ds.generate(ctx, convert.proxy(node), xr.LISTENER_TYPE, ())
+        inbound = next(r.message() for r in gen.resources if r.name == "virtualInbound")
+        return [c.name for c in inbound.filter_chains]
+
+    assert chains("reviews", "10.244.0.8") == ["0.0.0.0_9080-mtls", "0.0.0.0_9080", "0.0.0.0_9080-tls-passthrough",
+                                              "PassthroughFilterChain"]
+    assert chains("details", "10.244.0.7") == ["0.0.0.0_9080-mtls", "PassthroughFilterChain"]
