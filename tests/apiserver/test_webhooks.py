@@ -40,7 +40,16 @@ class Hook(BaseHTTPRequestHandler):
         Hook.seen.append({"path": self.path, **req})
         resp: dict[str, Any] = {"uid": req["uid"], "allowed": True}
         labels = ((req.get("object") or {}).get("metadata") or {}).get("labels") or {}
-        if self.path.startswith("/mutate"):
+        containers = ((req.get("object") or {}).get("spec") or {}).get("containers") or []
+        if self.path.startswith("/addcontainer") and not any(c.get("name") == "sidecar" for c in containers):
+            ops = [{"op": "add", "path": "/spec/containers/-",
+                    "value": {"name": "sidecar", "image": "busybox", "command": ["sleep", "1d"],
+                              "readinessProbe": {"tcpSocket": {"port": 15021}}}}]
+            resp["patchType"] = "JSONPatch"
+            resp["patch"] = base64.b64encode(json.dumps(ops).encode()).decode()
+        elif self.path.startswith("/addcontainer"):
+            pass  # idempotent, like an injector: already there
+        elif self.path.startswith("/mutate"):
             ops = [{"op": "add", "path": "/metadata/labels", "value": {**labels, "injected": "yes"}}]
             resp["patchType"] = "JSONPatch"
             resp["patch"] = base64.b64encode(json.dumps(ops).encode()).decode()
@@ -187,3 +196,28 @@ def test_failure_policy(cluster: Any, hook_server: tuple[str, str]) -> None:
         assert "certificate verify failed" in json.loads(e.value.body)["message"]
     finally:
         adm.delete_mutating_webhook_configuration("dead")
+
+
+def test_fields_a_webhook_adds_are_defaulted_and_the_pod_stays_updatable(cluster: Any, hook_server: tuple[str, str]) -> None:
+    """As on the real server, a mutating webhook's patch is defaulted: an injected container gets its
+    terminationMessagePath and probe thresholds, so later updates (a label, a finalizer) are not refused as
+    changes to the immutable pod spec."""
+    url, ca = hook_server
+    c = cluster.client()
+    adm = client.AdmissionregistrationV1Api(c)
+    core = client.CoreV1Api(c)
+    ns = cluster.namespace("inj")
+    core.patch_namespace(ns, {"metadata": {"labels": {"hooks": "addc"}}})
+    adm.create_mutating_webhook_configuration(config("MutatingWebhookConfiguration", "addc", url + "/addcontainer", ca,
+                                                     ns_label="addc", resources=("pods",)))
+    try:
+        pod = core.create_namespaced_pod(ns, {"metadata": {"name": "p"},
+                                              "spec": {"containers": [{"name": "app", "image": "busybox"}]}})
+        sidecar = next(x for x in pod.spec.containers if x.name == "sidecar")
+        assert sidecar.termination_message_path == "/dev/termination-log"
+        assert sidecar.image_pull_policy == "Always"
+        assert sidecar.readiness_probe.failure_threshold == 3 and sidecar.readiness_probe.period_seconds == 10
+        labelled = core.patch_namespaced_pod("p", ns, {"metadata": {"labels": {"after": "injection"}}})
+        assert labelled.metadata.labels == {"after": "injection"}
+    finally:
+        adm.delete_mutating_webhook_configuration("addc")

@@ -252,6 +252,9 @@ class Api:
         attrs = Attributes("CREATE", rt, subresource, namespace or "", name, obj, None, user, params.dry_run, {})
         await self._admit(self.mutating, attrs)
         obj = attrs.obj or obj
+        # A webhook's patch is decoded with defaulting on the real server, so fields it added (an injected
+        # container's terminationMessagePath, probe thresholds, ...) are defaulted like the rest.
+        defaults.apply(rt.group, rt.kind, obj)
         meta = obj["metadata"]
         if not meta.get("name") and meta.get("generateName"):
             # Like the real server, the name is generated after mutating admission: webhooks see "".
@@ -340,6 +343,8 @@ class Api:
         if subresource in ("", "status"):
             await self._admit(self.mutating, attrs)
             obj = attrs.obj or obj
+            if subresource == "":
+                defaults.apply(rt.group, rt.kind, obj)
         self._validate(rt, obj, old)
         if subresource in ("", "status"):
             await self._admit(self.validating, attrs)
