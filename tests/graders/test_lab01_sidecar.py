@@ -307,7 +307,9 @@ def _probe(name: str, spec: dict[str, Any], node: str, pin: bool) -> dict[str, A
     if pin:
         spec["nodeSelector"] = {"kubernetes.io/hostname": node}
     return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "labels": {"app": PROBE_LABEL}}, "spec": spec}
+            # opted out of injection: once stage 5 enables it in `default`, a sidecar would change the sizes
+            "metadata": {"name": name, "labels": {"app": PROBE_LABEL, "sidecar.minimesh.io/inject": "false"}},
+            "spec": spec}
 
 
 def _delete_and_wait(core: Any, names: list[str]) -> None:
