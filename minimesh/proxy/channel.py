@@ -57,7 +57,10 @@ class Channel(asyncio.Protocol):
         self._eof = True
         self._wake()
         self._notify_eof()
-        return True  # keep the write side open: the owner decides (tcp_proxy half-closes, HTTP closes)
+        # keep the write side open: the owner decides (tcp_proxy half-closes, HTTP closes); TLS has no
+        # half-close (asyncio would log a warning for True on an SSL transport)
+        t = self.transport
+        return t is None or t.get_extra_info("sslcontext") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
