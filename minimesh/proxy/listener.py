@@ -148,7 +148,7 @@ class ListenerRuntime:
                 ctx = source.get()
             except ssl.SSLError as e:  # e.g. the SDS certificate has not arrived: nothing to present
                 self.s_no_cert.inc()
-                log.info("listener %s: closing a TLS connection from %s:%d: %s", self.name, peer[0], peer[1], e)
+                log.debug("listener %s: closing a TLS connection from %s:%d: %s", self.name, peer[0], peer[1], e)
                 return
             tchan = TlsChannel(chan, ctx, server_side=True)
             try:

@@ -84,6 +84,7 @@ class SecretManager:
                 self._pipes[c.name] = eps[0][1].address.address
         self.clients: dict[str, SdsClient] = {}
         self._names: dict[str, set[str]] = {}
+        self._stopping: set[asyncio.Task[None]] = set()  # replaced clients winding down
 
     # ---- subscriptions ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -111,7 +112,9 @@ class SecretManager:
             names.add(ref.name)
             old = self.clients.pop(ref.cluster, None)
             if old is not None:
-                asyncio.get_running_loop().create_task(old.stop())
+                task = asyncio.get_running_loop().create_task(old.stop())
+                self._stopping.add(task)
+                task.add_done_callback(self._stopping.discard)
             client = SdsClient(self._pipes[ref.cluster], self.node, names, self._applier(ref.cluster),
                                Backoff(base=0.2, maximum=5.0))
             client.version = old.version if old else ""
