@@ -120,12 +120,34 @@ def _build_tree(source_root: Path, dest: Path, overlay: Callable[[Path], None], 
     return version
 
 
+RECENT_SECONDS = 6 * 3600  # a build this young may back a test session or a cluster: never pruned
+
+
+def _in_use_by_clusters() -> set[Path]:
+    """Trees that local clusters run (their pods mount it): read from the clusters' records directly."""
+    import json
+
+    base = Path(os.environ.get("MINIMESH_STATE_DIR", "/run/minimesh")) / "clusters"
+    used = set()
+    for record in base.glob("*/cluster.json"):
+        try:
+            used.add(Path(json.loads(record.read_text())["source_root"]).resolve())
+        except (OSError, ValueError, KeyError):
+            continue
+    return used
+
+
 def _prune(dest: Path, keep: Path) -> None:
+    import time
+
     builds = sorted(
         (p for p in dest.parent.glob(f"{dest.name}.*") if p.is_dir() and (p / ".digest").exists()),
         key=lambda p: p.stat().st_mtime,
         reverse=True,
     )
+    in_use = _in_use_by_clusters()
+    now = time.time()
     for old in builds[KEEP_VERSIONS:]:
-        if old != keep:
-            shutil.rmtree(old, ignore_errors=True)
+        if old == keep or old.resolve() in in_use or now - old.stat().st_mtime < RECENT_SECONDS:
+            continue
+        shutil.rmtree(old, ignore_errors=True)
