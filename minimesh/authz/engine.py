@@ -109,6 +109,22 @@ def string_matches(pattern: str, value: str | None, ignore_case: bool = False) -
     # END EXERCISE
 
 
+def header_value_matches(pattern: str, value: str | None) -> bool:
+    """`when: request.headers[...]`: a repeated header arrives joined by "," and Istio matches the pattern
+    against the whole value or any comma-separated element of it (its regex `^v$|^v,.*|.*,v,.*|.*,v$`)."""
+    if value is None:
+        return False
+    if pattern == "*":
+        return value != ""
+    if pattern.endswith("*"):
+        p = pattern[:-1]
+        return value.startswith(p) or f",{p}" in value
+    if pattern.startswith("*"):
+        s = pattern[1:]
+        return value.endswith(s) or f"{s}," in value
+    return value == pattern or value.startswith(f"{pattern},") or value.endswith(f",{pattern}") or f",{pattern}," in value
+
+
 def ip_in(networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network], ip: str | None) -> bool:
     if not ip:
         return False
@@ -150,7 +166,7 @@ def operation_matches(op: Operation, req: Request) -> bool:
 def condition_matches(cond: Condition, req: Request) -> bool:
     if cond.key == "request.headers":
         actual = req.header(cond.header or "")
-        return field_matches(cond.values, cond.not_values, lambda p: string_matches(p, actual))
+        return field_matches(cond.values, cond.not_values, lambda p: header_value_matches(p, actual))
     if cond.key in ("source.ip", "remote.ip", "destination.ip"):
         ip = {"source.ip": req.source_ip, "remote.ip": req.remote_ip, "destination.ip": req.destination_ip}[
             cond.key
@@ -181,24 +197,25 @@ def matching_rule(policy: AuthorizationPolicy, req: Request) -> int | None:
     return next((i for i, rule in enumerate(policy.rules) if rule_matches(rule, req)), None)
 
 
+def rule_for_tcp(rule: Rule, action: str) -> Rule | None:
+    """A rule as Istio applies it to plain TCP: an ALLOW rule with HTTP-only fields is dropped (None), a
+    DENY rule loses its HTTP-only fields (so it denies more, never less)."""
+    http = any(o.http_only for o in rule.operations) or any(c.http_only for c in rule.conditions)
+    if action == "ALLOW":
+        return None if http else rule
+    stripped = tuple(
+        replace(o, hosts=(), not_hosts=(), methods=(), not_methods=(), paths=(), not_paths=())
+        for o in rule.operations
+    )
+    # An operation left empty matches any request, and so does the whole (OR'd) `to` list.
+    operations = () if Operation() in stripped else stripped
+    return Rule(rule.sources, operations, tuple(c for c in rule.conditions if not c.http_only))
+
+
 def for_tcp(policy: AuthorizationPolicy) -> AuthorizationPolicy:
-    """The policy as Istio applies it to plain TCP: ALLOW drops HTTP-only rules, DENY drops HTTP-only fields."""
-    rules: list[Rule] = []
-    for rule in policy.rules:
-        http = any(o.http_only for o in rule.operations) or any(c.http_only for c in rule.conditions)
-        if policy.action == "ALLOW":
-            if not http:
-                rules.append(rule)
-            continue
-        stripped = tuple(
-            replace(o, hosts=(), not_hosts=(), methods=(), not_methods=(), paths=(), not_paths=())
-            for o in rule.operations
-        )
-        # An operation left empty matches any request, and so does the whole (OR'd) `to` list.
-        operations = () if Operation() in stripped else stripped
-        conditions = tuple(c for c in rule.conditions if not c.http_only)
-        rules.append(Rule(rule.sources, operations, conditions))
-    return replace(policy, rules=tuple(rules))
+    """The policy as Istio applies it to plain TCP (see `rule_for_tcp`)."""
+    rules = (rule_for_tcp(r, policy.action) for r in policy.rules)
+    return replace(policy, rules=tuple(r for r in rules if r is not None))
 
 
 def evaluate(

@@ -75,6 +75,12 @@ def normalize_path(raw: str, mode: Mode = "BASE") -> str:
     return path
 
 
+def normalize_target(target: str, mode: Mode = "BASE") -> str:
+    """A request target with its path normalised and its query kept (what the proxy routes and forwards)."""
+    path, sep, query = target.partition("?")
+    return normalize_path(path, mode) + sep + query
+
+
 def check_method(method: str) -> str:
     if not method or method != method.upper():
         raise InvalidRequest(f"method {method!r} is not upper case")

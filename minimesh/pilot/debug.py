@@ -5,6 +5,8 @@
 - `/debug/syncz`: per connected proxy and type, the version and nonce sent and ACKed, and the last NACK.
 - `/debug/config_dump?proxyID=<id or pod.namespace>`: what the server last sent that proxy.
 - `/debug/connections`: the ADS connections.
+- `/debug/authorizationz`: the AuthorizationPolicies the server holds, and why any of them cannot be used
+  (such a policy fails closed: see `minimesh.authz.translate`).
 """
 
 from __future__ import annotations
@@ -86,6 +88,25 @@ def config_dump(discovery: DiscoveryServer, proxy_id: str) -> dict[str, Any] | N
     return {"proxy": conn.proxy.id, "configs": configs}
 
 
+def authorizationz(discovery: DiscoveryServer) -> dict[str, Any]:
+    """istiod's /debug/authorizationz, minimesh-sized: each policy's action and selector, and errors."""
+    from minimesh.pilot import authorization
+
+    ctx = discovery.ctx
+    errors = authorization.errors(ctx)
+    policies = []
+    for c in sorted(ctx.configs.get(authorization.AUTHORIZATION_POLICY, ()), key=lambda c: (c.namespace, c.name)):
+        key = f"{c.namespace}/{c.name}"
+        spec = c.spec or {}
+        entry: dict[str, Any] = {"name": key, "action": spec.get("action", "ALLOW"),
+                                 "selector": (spec.get("selector") or {}).get("matchLabels") or {},
+                                 "rules": len(spec.get("rules") or [])}
+        if key in errors:
+            entry["error"] = errors[key]
+        policies.append(entry)
+    return {"policies": policies, "errors": errors}
+
+
 def make_app(discovery: DiscoveryServer) -> web.Application:
     def dumps(obj: Any) -> web.Response:
         return web.Response(text=json.dumps(obj, indent=2, sort_keys=False) + "\n", content_type="application/json")
@@ -105,6 +126,9 @@ def make_app(discovery: DiscoveryServer) -> web.Application:
     async def get_connections(_: web.Request) -> web.Response:
         return dumps(connections(discovery))
 
+    async def get_authorizationz(_: web.Request) -> web.Response:
+        return dumps(authorizationz(discovery))
+
     async def get_config_dump(request: web.Request) -> web.Response:
         proxy_id = request.query.get("proxyID")
         if not proxy_id:
@@ -121,6 +145,7 @@ def make_app(discovery: DiscoveryServer) -> web.Application:
     app.router.add_get("/debug/syncz", get_syncz)
     app.router.add_get("/debug/connections", get_connections)
     app.router.add_get("/debug/config_dump", get_config_dump)
+    app.router.add_get("/debug/authorizationz", get_authorizationz)
     return app
 
 

@@ -22,7 +22,7 @@ import grpc
 from envoy.service.discovery.v3 import discovery_pb2
 from grpc import aio
 
-from minimesh.pilot import ads, convert, translate
+from minimesh.pilot import ads, authorization, convert, translate
 from minimesh.pilot.cache import Generated, Resource, ResourceCache, encode_response
 from minimesh.pilot.connection import Connection, Convergence
 from minimesh.pilot.context import PushContext
@@ -315,7 +315,8 @@ class DiscoveryServer:
         elif type_url == xr.ROUTE_TYPE:
             key = (type_url, scope.key, names)
         elif type_url == xr.LISTENER_TYPE:  # inbound chains also follow the workload's PeerAuthentication
-            key = (type_url, scope.key, translate.inbound_ports(ctx, proxy), translate.inbound_port_modes(ctx, proxy))
+            key = (type_url, scope.key, translate.inbound_ports(ctx, proxy), translate.inbound_port_modes(ctx, proxy),
+                   authorization.workload_policies(ctx, proxy))  # and its AuthorizationPolicies
         else:
             key = (type_url, scope.key, translate.inbound_ports(ctx, proxy))
         found = ctx._memo.get(key)

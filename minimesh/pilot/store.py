@@ -32,6 +32,20 @@ TRIGGER = {SERVICE: "service", ENDPOINT_SLICE: "endpoint", POD: "proxy", NAMESPA
            **{k: "config" for k in CONFIG_KINDS}}
 
 
+AUTHORIZATION_POLICY = "AuthorizationPolicy"
+
+
+def _warn_invalid_policy(record: Any) -> None:
+    """An AuthorizationPolicy is kept even when it cannot be parsed: it must fail closed, not vanish."""
+    from minimesh.authz import translate
+
+    found = translate.parse(record.namespace, record.name, record.spec)
+    if isinstance(found, translate.Invalid):
+        log.warning("pilot: %s fails closed (%s): %s", found.key,
+                    "denies everything it selects" if found.action in ("DENY", "CUSTOM") else "allows nothing",
+                    found.error)
+
+
 def _key(obj: Mapping[str, Any]) -> str:
     meta = obj.get("metadata") or {}
     return f"{meta.get('namespace') or ''}/{meta.get('name') or ''}"
@@ -68,6 +82,8 @@ class MeshStore:
         self.errors.pop((kind, key), None)
         if new == old:
             return None
+        if kind == AUTHORIZATION_POLICY and new is not None:
+            _warn_invalid_policy(new)
         if new is None:
             self.objects[kind].pop(key, None)
         else:

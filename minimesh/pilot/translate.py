@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from minimesh.pilot import clusters, listeners, mtls, routes, virtualservices
+from minimesh.pilot import authorization, clusters, listeners, mtls, routes, virtualservices
 from minimesh.pilot.context import PushContext, Scope
 from minimesh.pilot.model import Proxy, Service, ServicePort
 from minimesh.pilot.protocol import Protocol, detect_protocol
@@ -121,10 +121,12 @@ def build_load_assignments(ctx: PushContext, names: Iterable[str], make: Make = 
 
 
 def build_listeners(ctx: PushContext, proxy: Proxy, make: Make = plain) -> list[Any]:
-    """LDS: virtualOutbound, virtualInbound, `0.0.0.0_<port>` per HTTP port, `<ip>_<port>` per TCP port."""
+    """LDS: virtualOutbound, virtualInbound (with stage 6's mTLS chains and stage 7's RBAC filters),
+    `0.0.0.0_<port>` per HTTP port, `<ip>_<port>` per TCP port."""
     scope = ctx.scope(proxy)
     out = [make(listeners.virtual_outbound, scope.outbound_policy),
-           make(mtls.virtual_inbound, inbound_port_modes(ctx, proxy))]
+           make(authorization.virtual_inbound, inbound_port_modes(ctx, proxy),
+                authorization.workload_policies(ctx, proxy))]
     http_ports: set[int] = set()
     for svc, port, protocol in outbound_ports(scope):
         if protocol.is_http:

@@ -14,6 +14,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from minimesh.authz.normalize import InvalidRequest, normalize_target
 from minimesh.proxy import routing
 from minimesh.proxy.accesslog import StreamInfo
 from minimesh.proxy.config import HttpConnectionManager, Listener, RouteConfiguration
@@ -198,6 +199,7 @@ class HttpConnectionManagerRuntime:
         self.listener = listener
         self.direction = listener.traffic_direction
         self.max_head = cfg.max_request_headers_kb * 1024
+        self.path_mode = cfg.path_normalization
         s = self.scope = proxy.stats.scope("http", cfg.stat_prefix, "envoy_http_conn_manager_prefix")
         env = FilterEnv(cfg.stat_prefix, s, proxy.stats, proxy.node)
         self.filters = [registry.get(f.name).create(f.config, env) for f in cfg.http_filters]
@@ -385,6 +387,13 @@ class HttpConnectionManagerRuntime:
     async def _decode(self, ex: Exchange) -> None:
         d, head, info = ex.d, ex.head, ex.info
         cfg = self.cfg
+        if self.path_mode is not None and head.target.startswith("/"):
+            try:  # as Envoy's normalize_path: routes, filters and the upstream see the normalised path
+                head.target = info.path = normalize_target(head.target, self.path_mode)  # type: ignore[arg-type]
+            except InvalidRequest:
+                self._write_local(d, info, LocalReply(400, "Bad Request", details="path_normalization_failed"),
+                                  keep=False, method=head.method, ex=ex)
+                return
         rc: RouteConfiguration | None = cfg.route_config
         if rc is None:
             rc = self.proxy.resources.route_config(cfg.rds_route_config_name or "")

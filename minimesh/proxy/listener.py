@@ -19,6 +19,7 @@ from minimesh.proxy.channel import Channel
 from minimesh.proxy.config import FilterChain, HttpConnectionManager, Listener, TcpProxy
 from minimesh.proxy.config.listener import ORIGINAL_DST_FILTER, TLS_INSPECTOR
 from minimesh.proxy.filter_chain_match import needs_tls_inspection, select_filter_chain
+from minimesh.proxy.filters import registry
 from minimesh.proxy.filters.base import ConnectionInfo
 from minimesh.proxy.hcm import HttpConnectionManagerRuntime
 from minimesh.proxy.secrets import ContextSource
@@ -57,9 +58,13 @@ class ListenerRuntime:
         self.want_original_dst = cfg.use_original_dst or cfg.has_listener_filter(ORIGINAL_DST_FILTER)
         # Build every chain's runtime now: problems surface before the config is swapped in.
         self.networks: dict[int, Any] = {}
+        self.guards: dict[int, list[Any]] = {}  # non-terminal network filters (RBAC) of each chain
         self.tls: dict[int, ContextSource] = {}  # the SSLContext of each TLS chain (rebuilt on SDS updates)
         for i, chain in enumerate(cfg.all_chains()):
             self.networks[id(chain)] = self._network(chain)
+            if len(chain.filters) > 1:
+                self.guards[id(chain)] = [registry.network_filter(f.name).create(f.config, proxy.stats)  # type: ignore[union-attr]
+                                          for f in chain.filters[:-1]]
             if chain.transport_socket is not None:
                 where = f"listeners[{cfg.name!r}].filter_chains[{i}].transport_socket"
                 proxy.check_transport_socket(chain.transport_socket, where)
@@ -162,6 +167,11 @@ class ListenerRuntime:
             info.alpn = tchan.ssl.selected_alpn_protocol() or ""
             info.peer_sans = peer_sans(tchan.ssl.getpeercert())
             chan = tchan
+        for guard in self.guards.get(id(chain), ()):
+            denied = guard.allows(info)
+            if denied is not None:
+                log.debug("listener %s: connection from %s:%d closed: %s", self.name, peer[0], peer[1], denied)
+                return
         await self.networks[id(chain)].serve(chan, info)
 
     async def _inspect(self, chan: Channel) -> Any:

@@ -49,6 +49,10 @@ class Node:
     def has(self, key: str) -> bool:
         return key in self._data
 
+    def value(self) -> dict[str, Any]:
+        """A shallow copy of the whole mapping, without consuming any key (for config_dump)."""
+        return dict(self._data)
+
     def raw(self, key: str, default: object = None) -> Any:
         self._seen.add(key)
         return self._data.get(key, default)

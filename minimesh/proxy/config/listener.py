@@ -47,6 +47,15 @@ class HttpConnectionManager:
     request_headers_timeout: float | None = None
     idle_timeout: float = 3600.0
     generate_request_id: bool = True
+    normalize_path: bool = False  # RFC 3986 normalisation of the path before routing and filters
+    merge_slashes: bool = False
+
+    @property
+    def path_normalization(self) -> str | None:
+        """Istio's meshConfig.pathNormalization this amounts to (None: the path is left alone)."""
+        if self.merge_slashes:
+            return "MERGE_SLASHES"
+        return "BASE" if self.normalize_path else None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"@type": HCM_TYPE, "stat_prefix": self.stat_prefix}
@@ -61,6 +70,10 @@ class HttpConnectionManager:
         if self.request_headers_timeout is not None:
             d["request_headers_timeout"] = format_duration(self.request_headers_timeout)
         d["common_http_protocol_options"] = {"idle_timeout": format_duration(self.idle_timeout)}
+        if self.normalize_path:
+            d["normalize_path"] = True
+        if self.merge_slashes:
+            d["merge_slashes"] = True
         return d
 
 
@@ -106,7 +119,7 @@ def parse_http_connection_manager(node: Node) -> HttpConnectionManager:
 
     idle = node.obj("common_http_protocol_options", http_opts) or 3600.0
     node.ignore("codec_type", "access_log", "tracing", "server_name", "forward_client_cert_details",
-                "set_current_client_cert_details", "upgrade_configs", "normalize_path", "merge_slashes",
+                "set_current_client_cert_details", "upgrade_configs",
                 "path_with_escaped_slashes_action", "stream_idle_timeout", "request_timeout", "delayed_close_timeout",
                 "http_protocol_options", "http2_protocol_options", "internal_address_config", "xff_num_trusted_hops",
                 "skip_xff_append", "via", "preserve_external_request_id", "always_set_request_id_in_response",
@@ -115,7 +128,8 @@ def parse_http_connection_manager(node: Node) -> HttpConnectionManager:
     return HttpConnectionManager(stat_prefix, route_config, rds_name, tuple(filters),
                                  node.bool("use_remote_address"), kb,
                                  hdr_timeout if hdr_timeout else None, idle,
-                                 node.bool("generate_request_id", True))
+                                 node.bool("generate_request_id", True), node.bool("normalize_path"),
+                                 node.bool("merge_slashes"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,17 +159,24 @@ NETWORK_FILTERS = {HCM: (HCM_TYPE, parse_http_connection_manager), TCP_PROXY: (T
 @dataclass(frozen=True, slots=True)
 class NetworkFilter:
     name: str
-    config: HttpConnectionManager | TcpProxy
+    config: Any  # HttpConnectionManager | TcpProxy, or a registered filter's config (e.g. RBAC)
+
+    @property
+    def terminal(self) -> bool:
+        return self.name in NETWORK_FILTERS
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "typed_config": self.config.to_dict()}
 
 
 def parse_network_filter(node: Node) -> NetworkFilter:
+    from minimesh.proxy.filters.registry import known_network, network_filter
+
     name = node.nonempty_str("name")
-    if name not in NETWORK_FILTERS:
-        raise ConfigError(node.path, f'unknown filter "{name}" (known: {", ".join(NETWORK_FILTERS)})')
-    type_url, parse = NETWORK_FILTERS[name]
+    extra = network_filter(name)
+    if name not in NETWORK_FILTERS and extra is None:
+        raise ConfigError(node.path, f'unknown filter "{name}" (known: {", ".join([*known_network(), *NETWORK_FILTERS])})')
+    type_url, parse = NETWORK_FILTERS[name] if extra is None else (extra.type_url, extra.parse)
     raw = node.raw("typed_config")
     if raw is None:
         raise node.error("required field is missing", "typed_config")
@@ -226,8 +247,11 @@ def parse_filter_chain(node: Node) -> FilterChain:
     filters = node.items("filters", lambda n: n.done(parse_network_filter), required=True)
     if not filters:
         raise node.error("needs at least one filter", "filters")
-    if len(filters) > 1:  # both network filters we know are terminal
-        raise ConfigError(f"{node.sub('filters')}[0]", f"{filters[0].name} is a terminal filter and must be the last one")
+    for i, f in enumerate(filters):
+        if f.terminal != (i == len(filters) - 1):
+            why = "is a terminal filter and must be the last one" if f.terminal else \
+                f"cannot end a filter chain; put {HCM} or {TCP_PROXY} after it"
+            raise ConfigError(f"{node.sub('filters')}[{i}]", f"{f.name} {why}")
     ts = node.obj("transport_socket", lambda n: parse_transport_socket(n, upstream=False))
     node.ignore("metadata", "transport_socket_connect_timeout")
     return FilterChain(filters, fcm, node.str("name", ""), ts if isinstance(ts, DownstreamTlsContext) else None)

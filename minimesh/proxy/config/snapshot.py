@@ -149,7 +149,7 @@ class Resources:
                                   f"{lst.address.hostport} is already used by listener {bound[key]!r}")
             bound[key] = name
             for ci, chain in enumerate(lst.all_chains()):
-                where = f"listeners[{name!r}].filter_chains[{ci}].filters[0]"
+                where = f"listeners[{name!r}].filter_chains[{ci}].filters[{len(chain.filters) - 1}]"
                 cfg = chain.terminal.config
                 if isinstance(cfg, TcpProxy) and self.strict and cfg.cluster not in self.clusters \
                         and cfg.cluster not in IMPLICIT_CLUSTERS:

@@ -1,6 +1,8 @@
-"""Known HTTP filters by name: how to parse their typed_config (and per-route config) and create them.
+"""Known HTTP filters, and non-terminal network filters, by name: how to parse their typed_config (and
+per-route config) and create them.
 
-Later stages add filters with `register(HttpFilterType(...))` (e.g. envoy.filters.http.rbac).
+Later stages add filters with `register(HttpFilterType(...))` (e.g. envoy.filters.http.rbac) and
+`register_network(NetworkFilterType(...))` (e.g. envoy.filters.network.rbac, run before tcp_proxy).
 """
 
 from __future__ import annotations
@@ -23,7 +25,21 @@ class HttpFilterType:
     per_route_type_url: str | None = None
 
 
+@dataclass(frozen=True)
+class NetworkFilterType:
+    """A network filter that runs before the terminal one (http_connection_manager / tcp_proxy).
+
+    `create(config, stats)` gives an object with `allows(ConnectionInfo) -> str | None`: None lets the
+    connection go on, a string closes it (the string is Envoy's connection termination details)."""
+
+    name: str
+    type_url: str
+    parse: Callable[[Node], Any]
+    create: Callable[[Any, Any], Any]
+
+
 _TYPES: dict[str, HttpFilterType] = {}
+_NETWORK_TYPES: dict[str, NetworkFilterType] = {}
 # Modules of later stages that register a filter when imported, loaded if they exist.
 EXTENSION_MODULES = ("minimesh.authz.rbac_filter",)
 _loaded = False
@@ -31,6 +47,16 @@ _loaded = False
 
 def register(t: HttpFilterType) -> None:
     _TYPES[t.name] = t
+
+
+def register_network(t: NetworkFilterType) -> None:
+    _NETWORK_TYPES[t.name] = t
+
+
+def network_filter(name: str) -> NetworkFilterType | None:
+    """The registered non-terminal network filter of that name, or None."""
+    _builtin()
+    return _NETWORK_TYPES.get(name)
 
 
 def _builtin() -> None:
@@ -58,6 +84,11 @@ def get(name: str) -> HttpFilterType:
 def known() -> list[str]:
     _builtin()
     return sorted(_TYPES)
+
+
+def known_network() -> list[str]:
+    _builtin()
+    return sorted(_NETWORK_TYPES)
 
 
 def parse_http_filter(name: str, typed: object, path: str) -> Any:
