@@ -1,13 +1,14 @@
-"""Access log: one line per HTTP request or TCP connection, in Envoy's/Istio's text format.
+"""Access log: one line per HTTP request or TCP connection, in Istio's text format (1.8 onwards).
 
   [%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE%
-  %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%
+  %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% "%UPSTREAM_TRANSPORT_FAILURE_REASON%"
+  %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%
   "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%" "%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%"
   %UPSTREAM_CLUSTER% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS%
   %REQUESTED_SERVER_NAME% %ROUTE_NAME% %DOWNSTREAM_PEER_URI_SAN%
 
-(Envoy's default format plus the fields Istio's pre-1.8 format appends, and the client's SPIFFE id when it
-came over mTLS; one line.) Lines go to stdout (so
+(Istio's format, and the client's SPIFFE id when it came over mTLS; one line. The details say why: `via_upstream`,
+`route_not_found`, `rbac_access_denied_matched_policy[ns[default]-policy[x]-rule[0]]`, ...) Lines go to stdout (so
 `kubectl logs -c minimesh-proxy` shows them), flushed every 0.2 s (one write for many lines), and the last N records
 stay in a ring buffer for the admin API (`/access_log`).
 """
@@ -34,9 +35,9 @@ class StreamInfo:
 
     __slots__ = ("attempts", "authority", "bytes_received", "bytes_sent", "details", "downstream_local",
                  "downstream_remote", "duration_ms", "flags", "method", "path", "peer_uri_san", "peer_workload",
-                 "protocol",
-                 "request_id", "response_code", "route_name", "sni", "start_mono", "start_time", "upstream_cluster",
-                 "upstream_host", "upstream_local", "upstream_service_time", "user_agent", "x_forwarded_for")
+                 "protocol", "request_id", "response_code", "route_name", "sni", "start_mono", "start_time",
+                 "termination", "upstream_cluster", "upstream_host", "upstream_local", "upstream_service_time",
+                 "user_agent", "x_forwarded_for")
 
     def __init__(self, downstream_local: str, downstream_remote: str, sni: str = "") -> None:
         self.start_time = time.time()
@@ -44,7 +45,8 @@ class StreamInfo:
         self.method = self.path = self.protocol = ""
         self.response_code = 0
         self.flags: list[str] = []
-        self.details = ""
+        self.details = ""  # %RESPONSE_CODE_DETAILS%
+        self.termination = ""  # %CONNECTION_TERMINATION_DETAILS% (a connection the proxy closed, e.g. network RBAC)
         self.bytes_received = 0
         self.bytes_sent = 0
         self.duration_ms = 0
@@ -75,6 +77,7 @@ class StreamInfo:
         return {"start_time": format_time(self.start_time), "method": self.method or None,
                 "path": self.path or None, "protocol": self.protocol or None, "response_code": self.response_code,
                 "response_flags": self.flags_text(), "response_code_details": self.details or None,
+                "connection_termination_details": self.termination or None,
                 "bytes_received": self.bytes_received, "bytes_sent": self.bytes_sent, "duration": self.duration_ms,
                 "upstream_service_time": self.upstream_service_time, "x_forwarded_for": self.x_forwarded_for or None,
                 "user_agent": self.user_agent or None, "request_id": self.request_id or None,
@@ -101,7 +104,8 @@ def format_time(t: float) -> str:
 def format_line(i: StreamInfo) -> str:
     req = f'"{i.method} {i.path} {i.protocol}"' if i.method else '"- - -"'
     ust = i.upstream_service_time
-    return (f'[{format_time(i.start_time)}] {req} {i.response_code} {i.flags_text()} {i.bytes_received} '
+    return (f'[{format_time(i.start_time)}] {req} {i.response_code} {i.flags_text()} {i.details or "-"} '
+            f'{i.termination or "-"} "-" {i.bytes_received} '
             f'{i.bytes_sent} {i.duration_ms} {"-" if ust is None else ust} "{i.x_forwarded_for or "-"}" '
             f'"{i.user_agent or "-"}" "{i.request_id or "-"}" "{i.authority or "-"}" "{i.upstream_host or "-"}" '
             f'{i.upstream_cluster or "-"} {i.upstream_local or "-"} {i.downstream_local or "-"} '

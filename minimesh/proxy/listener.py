@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from minimesh.proxy import original_dst, tls_inspector
+from minimesh.proxy.accesslog import StreamInfo
 from minimesh.proxy.channel import Channel
 from minimesh.proxy.config import FilterChain, HttpConnectionManager, Listener, TcpProxy
 from minimesh.proxy.config.listener import ORIGINAL_DST_FILTER, TLS_INSPECTOR
@@ -169,8 +170,13 @@ class ListenerRuntime:
             chan = tchan
         for guard in self.guards.get(id(chain), ()):
             denied = guard.allows(info)
-            if denied is not None:
-                log.debug("listener %s: connection from %s:%d closed: %s", self.name, peer[0], peer[1], denied)
+            if denied is not None:  # Envoy logs the closed connection with its termination details
+                line = StreamInfo(f"{dest[0]}:{dest[1]}", f"{peer[0]}:{peer[1]}", sni)
+                line.termination = denied
+                line.upstream_cluster = getattr(chain.terminal.config, "cluster", "")
+                line.peer_uri_san = info.peer_sans[0] if info.peer_sans else ""
+                line.finish()
+                self.proxy.access_log.log(line)
                 return
         await self.networks[id(chain)].serve(chan, info)
 

@@ -433,6 +433,7 @@ class Router:
             h.add("connection", "close")
         out = [response_head_bytes(status, rh.reason, h)]
         info.response_code = status
+        info.details = "via_upstream"  # Envoy's %RESPONSE_CODE_DETAILS% for an upstream's answer
         ex.response_started = True
         sent = 0
         events = att.events

@@ -184,7 +184,7 @@ def test_process_logs_to_stdout_and_quits_cleanly(tmp_path: Path) -> None:
                 code = await asyncio.to_thread(proc.wait, 15)
                 out = proc.stdout.read() if proc.stdout else ""
                 assert code == 0
-                assert re.search(r'^\[\d{4}-\d\d-\d\dT[\d:.]+Z\] "GET /hello HTTP/1.1" 200 - 0 \d+ \d+ \d+ "-" "-" "[0-9a-f-]{36}" "x" '
+                assert re.search(r'^\[\d{4}-\d\d-\d\dT[\d:.]+Z\] "GET /hello HTTP/1.1" 200 - via_upstream - "-" 0 \d+ \d+ \d+ "-" "-" "[0-9a-f-]{36}" "x" '
                                  rf'"127.0.0.1:{a.port}" c ', out, re.M), out
             finally:
                 if proc.poll() is None:

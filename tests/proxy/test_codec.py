@@ -193,8 +193,10 @@ def test_access_log_line_shape() -> None:
     i.add_flag("UF")
     i.user_agent, i.request_id, i.authority = "curl/8", "rid", "details:9080"
     i.upstream_host, i.upstream_cluster = "10.0.0.7:9080", "outbound|9080||details"
+    i.details = "upstream_reset_before_response_started{connection_failure}"
     line = format_line(i)
-    assert line.endswith('"GET /details/0 HTTP/1.1" 503 UF,URX 0 0 0 - "-" "curl/8" "rid" "details:9080" '
+    assert line.endswith('"GET /details/0 HTTP/1.1" 503 UF,URX upstream_reset_before_response_started{connection_failure} '
+                         '- "-" 0 0 0 - "-" "curl/8" "rid" "details:9080" '
                          '"10.0.0.7:9080" outbound|9080||details - 10.0.0.5:9080 10.0.0.9:45678 - - -\n')
     assert line.startswith("[20") and "Z]" in line
 

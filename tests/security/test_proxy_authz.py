@@ -155,6 +155,9 @@ def test_allow_nothing_closes_tcp_ports_and_the_passthrough_chain(tmp_path: Path
                     assert await raw_exchange(port, b"ping", read_timeout=2) == want
                     if want == b"":
                         assert proxy.stats.get("tcp.rbac.denied") >= 1
+                        line = proxy.access_log.recent()[-1]
+                        assert line.termination == "rbac_access_denied_matched_policy[none]"
+                        assert line.upstream_cluster == f"inbound|{port}||"
             assert hits == [b"ping"]
 
     run(main())
