@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, str] = {
     "rollout": "minimesh.cli.mesh:rollout",
     "capture": "minimesh.cli.mesh:capture",
     "inject": "minimesh.cli.mesh:inject",
+    "authz": "minimesh.cli.authz:authz",
 }
 
 

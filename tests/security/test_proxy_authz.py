@@ -175,3 +175,34 @@ def test_a_policy_the_server_cannot_parse_fails_closed() -> None:
         parse_policy({"apiVersion": "security.minimesh.io/v1", "kind": "AuthorizationPolicy",
                       "metadata": {"name": "typo", "namespace": NS},
                       "spec": {"action": "DENY", "rules": [{"to": [{"operation": {"methods": ["post"]}}]}]}})
+
+
+def test_authz_check_reads_the_sidecars_own_config(tmp_path: Path, signing: ca.SigningCa) -> None:
+    """`minimesh authz check`'s view: the RBAC filters in a real proxy's /config_dump, and its decisions."""
+    from minimesh.authz import check
+    from minimesh.authz.engine import Request
+
+    async def main() -> None:
+        specs = {"allow-nothing": {}, "details-get": DETAILS_ONLY_GET, "no-debug": DENY_DEBUG}
+        async with mesh(tmp_path, signing, records(specs)) as m:
+            dump = m.server.admin.config_dump()
+            chains = check.inbound_chains(dump, m.port)
+            assert {c.name.removeprefix(f"0.0.0.0_{m.port}") for c in chains} == {"", "-mtls", "-tls-passthrough"}
+            assert check.summary(chains) == [("DENY", "default/no-debug", 1), ("ALLOW", "default/allow-nothing", 1),
+                                             ("ALLOW", "default/details-get", 1)]
+
+            def decide(method: str, path: str, principal: str | None, *headers: tuple[str, str]) -> check.Verdict:
+                return check.sidecar_decision(chains, Request(method, path, port=m.port, headers=headers,
+                                                              source_principal=principal, source_ip=LOOPBACK))
+
+            assert decide("GET", "/details/0", PRODUCTPAGE_ID).why == "allowed by ns[default]-policy[details-get]-rule[0]"
+            assert decide("GET", "/details/0", None).why == "rbac_access_denied_matched_policy[none]"
+            assert decide("GET", "/details/0", PRODUCTPAGE_ID, ("x-debug", "1")).why == \
+                "rbac_access_denied_matched_policy[ns[default]-policy[no-debug]-rule[0]]"
+            # what the verdicts predict is what the proxy does
+            assert (await request(m.out, "GET", "/details/0", "X-Debug: 1"))[0] == 403
+            assert (await request(m.port, "GET", "/details/0"))[0] == 403
+            strict = [c for c in chains if c.mtls]
+            assert "STRICT" in check.sidecar_decision(strict, Request("GET", "/", port=m.port)).why
+
+    run(main())
