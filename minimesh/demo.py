@@ -242,7 +242,7 @@ class Demo:
     def authz(self) -> Table:
         from minimesh.k8s.manifests import apply_all, load_documents
 
-        for applied in apply_all(self.api, load_documents(paths.MANIFESTS / "demo" / "authz.yaml")):
+        for applied in apply_all(self.api, load_documents(paths.MANIFESTS / "lab07" / "bookinfo-authz.yaml")):
             console.print(f"  [dim]{applied}[/]")
         sleep, productpage = self.pod("sleep"), self.pod("productpage")
         cases = [
@@ -304,7 +304,7 @@ def run(name: str = DEMO_CLUSTER) -> None:
     steps.ok("with STRICT, only TLS records with the mesh ALPN cross the wire")
 
     steps.step("AuthorizationPolicy: only GET /details* from productpage",
-               "minimesh apply -f minimesh/manifests/demo/authz.yaml",
+               "minimesh apply -f minimesh/manifests/lab07/bookinfo-authz.yaml",
                "deny-all in default, then allow what bookinfo needs; details accepts only productpage's GETs.")
     console.print(demo.authz())
     steps.ok("details answers productpage's GET and refuses everything else with 403 RBAC: access denied")

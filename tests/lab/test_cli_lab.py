@@ -72,8 +72,8 @@ def test_errors_are_clear(tree: Path) -> None:
     assert out.returncode == 1 and "no backup of lab 01 yet" in out.stderr
     out = lab(tree, "solve", "42")
     assert out.returncode == 2 and "no stage '42'" in out.stderr
-    out = lab(tree, "grade", "07")
-    assert out.returncode == 1 and "stage 07 has no grader yet" in out.stderr
+    out = lab(tree, "grade", "08")
+    assert out.returncode == 1 and "stage 08 has no grader yet" in out.stderr
 
 
 def test_grade_prints_a_table_and_remembers_the_result(tree: Path, tmp_path: Path) -> None:
