@@ -3,10 +3,11 @@
 The same open-loop load (default 1000 req/s over 16 keep-alive connections, 1 KB request and response
 bodies, 20 s measured after a 2 s warm-up) goes from a client pod to a server pod running the echo app, over:
 
-  direct     no sidecars (the baseline)
-  minimesh   the capture of stage 2 + a minimesh proxy on both sides (plaintext)
-  nginx      the same capture, nginx (uid 1337) on 15001 -> the server pod and on 15006 -> the app
-  haproxy    the same capture, HAProxy likewise
+  direct          no sidecars (the baseline)
+  minimesh        the capture of stage 2 + a minimesh proxy on both sides (plaintext)
+  minimesh-mtls   the same pair with STRICT mTLS and the RBAC filters of two AuthorizationPolicies (stages 6-7)
+  nginx           the same capture, nginx (uid 1337) on 15001 -> the server pod and on 15006 -> the app
+  haproxy         the same capture, HAProxy likewise
 
 The load generator and its statistics are `minimesh.bench.dataplane_loopback`'s (latency from the
 intended send time, so a stalled proxy cannot hide queueing); it runs inside the client pod, as the app
@@ -39,8 +40,8 @@ from typing import Any
 from minimesh.bench import sidecars
 from minimesh.bench.dataplane_loopback import LoadResult, LoadSpec
 
-TOPOLOGIES = ("direct", "minimesh", "nginx", "haproxy")
-TARGETS = {"p90_added_ms": 1.0, "peak_rss_mb": 40.0, "vcpu_per_1000rps": 0.3}
+TOPOLOGIES = ("direct", "minimesh", sidecars.MTLS, "nginx", "haproxy")
+TARGETS = {"p90_added_ms": 1.0, "peak_rss_mb": 40.0, "vcpu_per_1000rps": 0.3, "mtls_p90_added_ms": 1.5}
 ISTIO_P90_ADDED_MS = 2.7  # Istio's published p90 added by its sidecar pair at 1000 req/s
 APP_PORT = 8080
 LOADGEN, METER, PROXY, APP, INIT = "loadgen", "meter", "proxy", "echo", "minimesh-init"
@@ -60,8 +61,7 @@ class Options:
     warmup: float = 2.0
     connections: int = 16
     body: int = 1024
-    only: tuple[str, ...] = ("minimesh", "nginx", "haproxy")  # direct always runs: it is the baseline
-    mtls: bool = False
+    only: tuple[str, ...] = TOPOLOGIES[1:]  # direct always runs: it is the baseline
     ramp: tuple[int, ...] = RAMP
     ramp_duration: float = 3.0
     nginx_image: str = "nginx"
@@ -124,7 +124,7 @@ def _proxy(sc: sidecars.Sidecar, config_map: str) -> tuple[dict[str, Any], dict[
         "securityContext": {"runAsUser": 1337, "runAsGroup": 1337, "allowPrivilegeEscalation": False},
         "volumeMounts": [{"name": "proxy-config", "mountPath": sidecars.CONFIG_DIR, "readOnly": True}],
     }
-    if sc.name == "minimesh":
+    if sc.name in ("minimesh", sidecars.MTLS):
         container["volumeMounts"].append(_mount_source())
     return container, {"name": "proxy-config", "configMap": {"name": config_map}}
 
@@ -202,6 +202,10 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
             "rss_mb<=40": all(p["peak_rss_mb"] <= TARGETS["peak_rss_mb"] for p in proxies),
             "vcpu_per_1000rps<=0.3": all((p["vcpu_per_1000rps"] or 0) <= TARGETS["vcpu_per_1000rps"] for p in proxies),
         }
+    secured = topo.get(sidecars.MTLS, {})
+    if "added_latency_ms" in secured:
+        result.setdefault("targets", {})["mtls_authz_p90_added_ms<=1.5"] = \
+            secured["added_latency_ms"]["p90"] <= TARGETS["mtls_p90_added_ms"]
     return result
 
 
@@ -213,7 +217,7 @@ def table(result: dict[str, Any]) -> str:
     p = result["params"]
     head = (f"minimesh bench dataplane on {result['cluster']}: {p['rate']:g} req/s open loop, {p['connections']}"
             f" connections, {p['body']} B bodies, {p['duration']:g} s (+{p['warmup']:g} s warm-up)")
-    cols = (f"{'topology':10}{'p50':>8}{'p90':>8}{'p99':>8}{'+p50':>8}{'+p90':>8}{'+p99':>8}{'req/s':>8}"
+    cols = (f"{'topology':14}{'p50':>8}{'p90':>8}{'p99':>8}{'+p50':>8}{'+p90':>8}{'+p99':>8}{'req/s':>8}"
             f"{'errors':>7}{'max req/s':>10}  {'vCPU/1000 req/s':>17}  {'peak RSS MB':>13}")
     load = result.get("load_average", {})
     machine = (f"{p.get('cpus')} CPUs, load average {load['start'][0]:.1f} at the start, {load['end'][0]:.1f} at the end"
@@ -223,7 +227,7 @@ def table(result: dict[str, Any]) -> str:
              "latency in ms from the intended send time; + = added to direct; proxies: client / server", "", cols]
     for name, t in result["topologies"].items():
         if "error" in t:
-            lines.append(f"{name:10}  failed: {t['error']}")
+            lines.append(f"{name:14}  failed: {t['error']}")
             continue
         load, added = t["load"], t.get("added_latency_ms", {})
         lat = load["latency_ms"]
@@ -233,21 +237,27 @@ def table(result: dict[str, Any]) -> str:
         rss = " / ".join(_cell(proxies[r]["peak_rss_mb"], "{:.1f}") for r in ("client", "server")
                          if r in proxies) or "-"
         maxrate = t.get("max_sustained", {}).get("max_rate")
-        lines.append(f"{name:10}{lat['p50']:8.2f}{lat['p90']:8.2f}{lat['p99']:8.2f}"
+        lines.append(f"{name:14}{lat['p50']:8.2f}{lat['p90']:8.2f}{lat['p99']:8.2f}"
                      + "".join(f"{_cell(added.get(k)) if name != 'direct' else '':>8}" for k in ("p50", "p90", "p99"))
                      + f"{load['achieved_rate']:8.0f}{load['errors'] + load['non_2xx']:7d}{_cell(maxrate, '{:.0f}'):>10}"
                      + f"  {cpu:>17}  {rss:>13}")
-    if "targets" in result:
+    targets = result.get("targets", {})
+    if "p90_added_ms<=1" in targets:
         mm = result["topologies"]["minimesh"]
         worst_cpu = max((p["vcpu_per_1000rps"] or 0) for p in mm["proxies"].values())
         worst_rss = max(p["peak_rss_mb"] for p in mm["proxies"].values())
-        ok = {k: "OK" if v else "MISSED" for k, v in result["targets"].items()}
+        ok = {k: "OK" if v else "MISSED" for k, v in targets.items()}
         lines += ["", "targets for the minimesh pair:",
                   f"  p90 added {mm['added_latency_ms']['p90']:.2f} ms <= {TARGETS['p90_added_ms']:g} ms"
                   f"  {ok['p90_added_ms<=1']}   (Istio publishes ~{ISTIO_P90_ADDED_MS} ms p90 for its pair)",
                   f"  peak RSS {worst_rss:.1f} MB <= {TARGETS['peak_rss_mb']:g} MB per proxy  {ok['rss_mb<=40']}",
                   f"  CPU {worst_cpu:.3f} <= {TARGETS['vcpu_per_1000rps']} vCPU per 1000 req/s per proxy"
                   f"  {ok['vcpu_per_1000rps<=0.3']}"]
+    if "mtls_authz_p90_added_ms<=1.5" in targets:
+        secured = result["topologies"][sidecars.MTLS]["added_latency_ms"]["p90"]
+        lines += [f"target for the pair with STRICT mTLS + AuthorizationPolicy ({sidecars.MTLS}):",
+                  f"  p90 added {secured:.2f} ms <= {TARGETS['mtls_p90_added_ms']:g} ms"
+                  f"  {'OK' if targets['mtls_authz_p90_added_ms<=1.5'] else 'MISSED'}"]
     return "\n".join(lines)
 
 
@@ -255,7 +265,8 @@ def table(result: dict[str, Any]) -> str:
 
 
 def exercises_missing() -> list[str]:
-    """Stage 2/3 exercises that are still stubs in this tree (the pods of a cluster it starts run them)."""
+    """Stage 2/3/6 exercises that are still stubs in this tree (the pods of a cluster it starts run them; the
+    mTLS pair's certificates are issued with stage 6's CA)."""
     from minimesh.init import rules
     from minimesh.proxy import balancer, routing
     from minimesh.proxy.config import ClusterWeight, parse_resource
@@ -269,6 +280,7 @@ def exercises_missing() -> list[str]:
             routing.select_route(routing.select_virtual_host(rc, "x"), "GET", "/", {}),  # type: ignore[arg-type]
             routing.pick_weighted_cluster((ClusterWeight("a", 1),), 0)),
         "lab 03: minimesh/proxy/balancer.py": lambda: balancer.RoundRobin().pick([]),
+        "lab 06: minimesh/security/ca.py": lambda: sidecars.mtls_material.__wrapped__(),
     }
     missing = []
     for what, fn in checks.items():
@@ -411,10 +423,8 @@ class Bench:
                   "ConfigMap": self.core.create_namespaced_config_map}.get(obj["kind"])
         if create is not None:
             create(self.namespace, obj)
-        else:  # Secrets, mesh resources from the --mtls hook
-            from minimesh.k8s.manifests import Applier
-
-            Applier(self.core.api_client).apply(obj, self.namespace)
+        else:
+            raise BenchError(f"the bench does not create {obj['kind']} objects")
 
     def exec(self, pod: str, container: str, argv: list[str], timeout: float = 60) -> Any:
         from minimesh.k8s.stream import exec_in_pod
@@ -484,26 +494,16 @@ class Bench:
         self.create(service_manifest(topology))
         if sc is not None:
             self.create(config_map(n["server_config"], topology, sc.config_file,
-                                   self.secure("server", topology, sidecars.server_config(topology, APP_PORT))))
+                                   sidecars.server_config(topology, APP_PORT)))
         self.create(pod_manifest(topology, "server", sc))
         server_ip = self.wait_running(n["server"]).status.pod_ip
         if sc is not None:
             self.create(config_map(n["client_config"], topology, sc.config_file,
-                                   self.secure("client", topology, sidecars.client_config(topology, server_ip, APP_PORT))))
+                                   sidecars.client_config(topology, server_ip, APP_PORT)))
         self.create(pod_manifest(topology, "client", sc))
         self.wait_running(n["client"])
         self.wait_answering(topology)
         return n
-
-    def secure(self, role: str, topology: str, config: str) -> str:
-        """With --mtls, stage 6's hook turns the minimesh pair's bootstraps into STRICT mTLS."""
-        if not (self.options.mtls and topology == "minimesh"):
-            return config
-        config, objects = mtls_hook()(role, config, self.namespace)
-        for obj in objects:
-            obj.setdefault("metadata", {}).setdefault("labels", {})["bench-topology"] = topology
-            self.create(obj)
-        return config
 
     def wait_answering(self, topology: str, timeout: float = 90) -> None:
         """End-to-end readiness: the client's request through both proxies gets a 200."""
@@ -583,28 +583,12 @@ class Bench:
         return out
 
 
-def mtls_hook() -> Callable[[str, str, str], tuple[str, list[dict[str, Any]]]]:
-    """Stage 6's hook for `--mtls`: `minimesh.security.bench.mtls(role, bootstrap_yaml, namespace) ->
-    (bootstrap_yaml, extra_objects)`, called for the server side ("server") and then the client side
-    ("client") of the minimesh pair, returns the bootstrap with STRICT mTLS transport sockets and the objects
-    it needs (Secrets with the certificates, an AuthorizationPolicy to evaluate), created in the bench
-    namespace before the pod. nginx and HAProxy stay plaintext."""
-    try:
-        from minimesh.security.bench import mtls  # type: ignore[import-not-found]
-    except ImportError:
-        raise BenchError("--mtls: STRICT mTLS between the sidecars comes with stage 6 (minimesh.security.bench.mtls);"
-                         " this tree does not have it yet") from None
-    return mtls  # type: ignore[no-any-return]
-
-
 # ---- the whole run --------------------------------------------------------------------------------------
 
 
 def run(options: Options, cluster: str | None = None, provider: str | None = None,
         say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every topology of `options` on `cluster` (or a local cluster of its own); return the results."""
-    if options.mtls:
-        mtls_hook()  # fail before creating anything
     from kubernetes import client
 
     with bench_cluster(cluster, provider, say) as c:

@@ -7,16 +7,24 @@ sends the request to the server pod's IP (keep-alive upstream connections); the 
 worker (minimesh is one event loop), writes an access log line per request (minimesh and HAProxy to stdout;
 nginx to a file, as it reopens its log path and uid 1337 may not reopen the container's stdout), and runs as
 uid/gid 1337.
+
+`minimesh-mtls` is the minimesh pair as the finished mesh runs it: STRICT mTLS between the proxies (workload
+certificates from a throwaway mesh CA, SPIFFE ids checked both ways, ALPN `minimesh`) and, on the server side,
+the RBAC filters the push server compiles from two AuthorizationPolicies (a DENY and an ALLOW for the client's
+identity), with path normalisation — so every request is authorised twice, as in stage 7.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 OUTBOUND_PORT, INBOUND_PORT = 15001, 15006
 INBOUND_SOURCE = "127.0.0.6"
 CONFIG_DIR = "/etc/bench"
+MTLS = "minimesh-mtls"  # the minimesh pair with STRICT mTLS + AuthorizationPolicy
+TRUST_DOMAIN, BENCH_NAMESPACE = "cluster.local", "bench"
 
 
 @dataclass(frozen=True)
@@ -32,7 +40,7 @@ class Sidecar:
 
 
 def sidecar(name: str, haproxy_image: str = "haproxy:2.6", nginx_image: str = "nginx") -> Sidecar:
-    if name == "minimesh":
+    if name in ("minimesh", MTLS):
         return Sidecar(name, "minimesh/minimesh:dev",
                        ("python", "-m", "minimesh.proxy", "--bootstrap", f"{CONFIG_DIR}/bootstrap.yaml"),
                        "bootstrap.yaml", r"-m minimesh\.proxy ")
@@ -43,7 +51,7 @@ def sidecar(name: str, haproxy_image: str = "haproxy:2.6", nginx_image: str = "n
     if name == "haproxy":
         return Sidecar(name, haproxy_image, ("haproxy", "-db", "-f", f"{CONFIG_DIR}/haproxy.cfg"),
                        "haproxy.cfg", r"^haproxy ")
-    raise ValueError(f"unknown sidecar {name!r}: choose minimesh, nginx or haproxy")
+    raise ValueError(f"unknown sidecar {name!r}: choose minimesh, {MTLS}, nginx or haproxy")
 
 
 # ---- minimesh ----------------------------------------------------------------------------------------
@@ -106,6 +114,108 @@ def minimesh_server(app_port: int, workload: str = "bench-server") -> dict[str, 
             "clusters": [_cluster(cluster, "127.0.0.1", app_port, bind=INBOUND_SOURCE)],
         },
     }
+
+
+# ---- minimesh with STRICT mTLS and AuthorizationPolicy ---------------------------------------------------
+
+MESH_ALPN = "minimesh"
+BENCH_POLICIES = """
+apiVersion: security.minimesh.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-debug, namespace: bench}
+spec:
+  action: DENY
+  rules:
+  - when:
+    - key: request.headers[x-debug]
+      values: ["*"]
+---
+apiVersion: security.minimesh.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow-client, namespace: bench}
+spec:
+  action: ALLOW
+  rules:
+  - from:
+    - source: {principals: ["cluster.local/ns/bench/sa/bench-client"]}
+    to:
+    - operation: {methods: ["GET", "POST"], paths: ["/*"]}
+"""
+
+
+def spiffe(workload: str) -> str:
+    return f"spiffe://{TRUST_DOMAIN}/ns/{BENCH_NAMESPACE}/sa/{workload}"
+
+
+@functools.cache
+def mtls_material() -> dict[str, Any]:
+    """A throwaway mesh CA and the two workloads' certificates (PEM), made once per process with the mesh's
+    own code (`install.pki` for the root, `security.ca.issue` for the leaves)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from minimesh.install import pki
+    from minimesh.security import ca
+    from minimesh.security.identity import Identity
+
+    now = dt.datetime.now(dt.UTC)
+    root = pki.new_root_ca(now, "minimesh bench CA")
+    signing = ca.load_signing_ca(root.cert_pem, root.key_pem)
+    out: dict[str, Any] = {"root": root.cert_pem.decode()}
+    for workload in ("bench-client", "bench-server"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([])).sign(key, hashes.SHA256())
+        chain = ca.issue(csr.public_bytes(serialization.Encoding.PEM), Identity(BENCH_NAMESPACE, workload), signing,
+                         now, dt.timedelta(hours=24))
+        out[workload] = {"chain": "".join(chain), "key": key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()}
+    return out
+
+
+def _common_tls(workload: str, peer_sans: tuple[str, ...] = ()) -> dict[str, Any]:
+    m = mtls_material()
+    validation: dict[str, Any] = {"trusted_ca": {"inline_string": m["root"]}}
+    if peer_sans:
+        validation["match_subject_alt_names"] = [{"exact": s} for s in peer_sans]
+    return {"alpn_protocols": [MESH_ALPN], "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+            "tls_certificates": [{"certificate_chain": {"inline_string": m[workload]["chain"]},
+                                  "private_key": {"inline_string": m[workload]["key"]}}],
+            "validation_context": validation}
+
+
+def minimesh_mtls_client(server_ip: str, port: int) -> dict[str, Any]:
+    """The client bootstrap with an mTLS upstream: its own certificate, the server's SPIFFE id checked."""
+    boot = minimesh_client(server_ip, port)
+    cluster = boot["static_resources"]["clusters"][0]
+    cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "sni": f"outbound_.{port}_._.bench-server", "common_tls_context": _common_tls("bench-client", (spiffe("bench-server"),))}}
+    return boot
+
+
+def minimesh_mtls_server(app_port: int) -> dict[str, Any]:
+    """The server bootstrap: STRICT (only the mTLS chain on the app's port) and the push server's RBAC filters."""
+    import yaml
+
+    from minimesh.authz import translate
+    from minimesh.authz.model import parse_policies
+
+    boot = minimesh_server(app_port)
+    inbound = boot["static_resources"]["listeners"][1]
+    inbound["listener_filters"].append({"name": "envoy.filters.listener.tls_inspector"})
+    chain = inbound["filter_chains"][0]
+    chain["filter_chain_match"].update({"transport_protocol": "tls", "application_protocols": [MESH_ALPN]})
+    chain["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        "require_client_certificate": True, "common_tls_context": _common_tls("bench-server")}}
+    hcm = chain["filters"][0]["typed_config"]
+    hcm["normalize_path"] = True
+    policies = parse_policies([d for d in yaml.safe_load_all(BENCH_POLICIES) if d])
+    hcm["http_filters"] = [*translate.http_filters(policies), *hcm["http_filters"]]
+    return boot
 
 
 # ---- nginx -------------------------------------------------------------------------------------------
@@ -192,6 +302,8 @@ def client_config(name: str, server_ip: str, port: int) -> str:
 
     if name == "minimesh":
         return yaml.safe_dump(minimesh_client(server_ip, port), sort_keys=False)
+    if name == MTLS:
+        return yaml.safe_dump(minimesh_mtls_client(server_ip, port), sort_keys=False)
     if name == "nginx":
         return nginx_client(server_ip, port)
     if name == "haproxy":
@@ -205,6 +317,8 @@ def server_config(name: str, app_port: int) -> str:
 
     if name == "minimesh":
         return yaml.safe_dump(minimesh_server(app_port), sort_keys=False)
+    if name == MTLS:
+        return yaml.safe_dump(minimesh_mtls_server(app_port), sort_keys=False)
     if name == "nginx":
         return nginx_server(app_port)
     if name == "haproxy":

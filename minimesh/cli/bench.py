@@ -25,9 +25,9 @@ def _connections(text: str) -> tuple[int, ...]:
 @click.option("--warmup", type=float, default=2.0, show_default=True, help="seconds sent first, not measured")
 @click.option("--connections", type=int, default=16, show_default=True, help="keep-alive connections of the load")
 @click.option("--body", type=int, default=1024, show_default=True, help="request and response body bytes")
-@click.option("--only", default="minimesh,nginx,haproxy", show_default=True,
-              help="sidecar pairs to measure (direct always runs: it is the baseline)")
-@click.option("--mtls", is_flag=True, help="STRICT mTLS + AuthorizationPolicy in the minimesh pair (stage 6)")
+@click.option("--only", default="minimesh,minimesh-mtls,nginx,haproxy", show_default=True,
+              help="sidecar pairs to measure (direct always runs: it is the baseline); minimesh-mtls = STRICT mTLS"
+                   " + AuthorizationPolicy")
 @click.option("--ramp", "ramp", default="1,4,16,64", show_default=True,
               help="closed-loop connection counts for the max-rate ramp")
 @click.option("--ramp-duration", type=float, default=3.0, show_default=True, help="seconds per ramp step")
@@ -39,16 +39,17 @@ def _connections(text: str) -> tuple[int, ...]:
               help="local cluster: run the bench pods' processes at this niceness (e.g. -10, as root)")
 @click.option("--out", "out_dir", default="bench-results", show_default=True, type=click.Path(file_okay=False),
               help="where the JSON and the PNG go")
-def dataplane(rate: float, duration: float, warmup: float, connections: int, body: int, only: str, mtls: bool,
+def dataplane(rate: float, duration: float, warmup: float, connections: int, body: int, only: str,
               ramp: str, ramp_duration: float, cluster: str | None, provider: str | None, haproxy_image: str,
               nginx_image: str, nice: int, out_dir: str) -> None:
-    """The same load direct, through minimesh, nginx and HAProxy sidecar pairs: latency, max rate, CPU, RSS."""
+    """The same load direct and through sidecar pairs (minimesh plain and with mTLS + AuthorizationPolicy, nginx,
+    HAProxy): latency, max rate, CPU, RSS."""
     from minimesh.bench import dataplane as dp
 
     try:
         options = dp.Options(rate=rate, duration=duration, warmup=warmup, connections=connections, body=body,
                              only=tuple(t.strip() for t in only.split(",") if t.strip() and t.strip() != "direct"),
-                             mtls=mtls, ramp=_connections(ramp), ramp_duration=ramp_duration,
+                             ramp=_connections(ramp), ramp_duration=ramp_duration,
                              haproxy_image=haproxy_image, nginx_image=nginx_image, nice=nice)
         result = dp.run(options, cluster=cluster, provider=provider, say=lambda m: click.echo(f"· {m}", err=True))
     except dp.BenchError as e:

@@ -32,6 +32,26 @@ def test_minimesh_bootstraps_parse() -> None:
     assert inbound.name == "inbound|8080||" and inbound.upstream_bind_address == "127.0.0.6"
 
 
+def test_mtls_pair_is_strict_and_authorises() -> None:
+    """The minimesh-mtls pair: the client presents bench-client's certificate and checks bench-server's SPIFFE
+    id; the server has only the mTLS chain and the push server's RBAC filters (DENY, then ALLOW) with the
+    client's identity, and normalises paths."""
+    client = parse_bootstrap(yaml.safe_load(sidecars.client_config(sidecars.MTLS, "10.244.0.7", 8080)))
+    server = parse_bootstrap(yaml.safe_load(sidecars.server_config(sidecars.MTLS, 8080)))
+    tls = client.clusters[0].transport_socket
+    assert tls is not None and tls.sni == "outbound_.8080_._.bench-server"
+    [chain] = next(lis for lis in server.listeners if lis.name == "virtualInbound").filter_chains
+    assert chain.transport_socket is not None and chain.transport_socket.require_client_certificate
+    assert chain.filter_chain_match.transport_protocol == "tls"
+    hcm = chain.terminal.config
+    assert hcm.normalize_path
+    rbac = [f.config.to_dict()["rules"] for f in hcm.http_filters]
+    assert [r.get("action", "ALLOW") for r in rbac] == ["DENY", "ALLOW"]
+    assert "spiffe://cluster.local/ns/bench/sa/bench-client" in json.dumps(rbac[1])
+    m = sidecars.mtls_material()
+    assert "BEGIN CERTIFICATE" in m["bench-client"]["chain"] and m is sidecars.mtls_material()  # made once
+
+
 @pytest.mark.skipif(not shutil.which("nginx"), reason="nginx is not installed")
 @pytest.mark.parametrize("role", ["client", "server"])
 def test_nginx_configs_are_valid(tmp_path: Path, role: str) -> None:
@@ -174,11 +194,14 @@ def test_summary_table_and_plot(tmp_path: Path) -> None:
     result = {"cluster": "local cluster t", "params": {**dataplane.asdict(dataplane.Options()), "cpus": 2},
               "topologies": {"direct": _topology(1.0, 2.0, 4.0),
                              "minimesh": _topology(1.5, 2.8, 6.0, {"client": _usage(0.2, 30), "server": _usage(0.25, 31)}),
+                             "minimesh-mtls": _topology(1.9, 3.7, 7.0, {"client": _usage(0.3, 33), "server": _usage(0.35, 34)}),
                              "nginx": {"error": "pod srv-nginx: container proxy exited (1)"}}}
     out = dataplane.summarise(result)
     assert out["topologies"]["minimesh"]["added_latency_ms"] == {"p50": 0.5, "p90": 0.8, "p99": 2.0}
-    assert out["targets"] == {"p90_added_ms<=1": True, "rss_mb<=40": True, "vcpu_per_1000rps<=0.3": True}
+    assert out["targets"] == {"p90_added_ms<=1": True, "rss_mb<=40": True, "vcpu_per_1000rps<=0.3": True,
+                              "mtls_authz_p90_added_ms<=1.5": False}
     text = dataplane.table(out)
+    assert "p90 added 1.70 ms <= 1.5 ms  MISSED" in text
     assert "0.200 / 0.250" in text and "30.0 / 31.0" in text and "failed: pod srv-nginx" in text
     assert "Istio publishes ~2.7 ms" in text
     js, png = dataplane.save(out, tmp_path)
@@ -192,13 +215,3 @@ def test_options_are_checked() -> None:
     with pytest.raises(dataplane.BenchError, match="--rate"):
         dataplane.Options(rate=0)
     assert dataplane.Options(only=("haproxy",)).topologies == ("direct", "haproxy")
-
-
-def test_mtls_without_stage_6_is_a_clear_error() -> None:
-    try:
-        import minimesh.security.bench  # type: ignore[import-not-found]  # noqa: F401
-    except ImportError:
-        with pytest.raises(dataplane.BenchError, match="stage 6"):
-            dataplane.mtls_hook()
-    else:
-        assert callable(dataplane.mtls_hook())

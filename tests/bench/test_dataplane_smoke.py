@@ -45,7 +45,8 @@ def test_smoke_run_serves_every_request(need_root: None, tmp_path: Path) -> None
             usage = t["proxies"][role]
             assert usage["processes"] >= 1 and usage["cpu_s"] > 0 and usage["peak_rss_mb"] > 1
             assert usage["vcpu_per_1000rps"] is not None
-    assert set(result["targets"]) == {"p90_added_ms<=1", "rss_mb<=40", "vcpu_per_1000rps<=0.3"}
+    assert set(result["targets"]) == {"p90_added_ms<=1", "rss_mb<=40", "vcpu_per_1000rps<=0.3",
+                                      "mtls_authz_p90_added_ms<=1.5"}
     assert "targets for the minimesh pair" in res.stdout
     own = re.search(r"creating local cluster (bench-[0-9a-f]+)", res.stderr)
     assert own, res.stderr
