@@ -254,22 +254,22 @@ def rbac_rules(policies: Sequence[AuthorizationPolicy | Invalid], action: str, t
     return rules
 
 
-def http_filters(policies: Sequence[AuthorizationPolicy | Invalid]) -> list[Json]:
-    """The RBAC http filters for a workload's HTTP chains (DENY, then ALLOW), before the router."""
+def _filters(policies: Sequence[AuthorizationPolicy | Invalid], tcp: bool) -> list[Json]:
+    name, type_url = (NETWORK_RBAC, NETWORK_RBAC_TYPE) if tcp else (HTTP_RBAC, HTTP_RBAC_TYPE)
     out = []
     for action in ("DENY", "ALLOW"):
-        rules = rbac_rules(policies, action, tcp=False)
+        rules = rbac_rules(policies, action, tcp)
         if rules is not None:
-            out.append({"name": HTTP_RBAC, "typed_config": {"@type": HTTP_RBAC_TYPE, "rules": rules}})
+            config: Json = {"@type": type_url, **({"stat_prefix": TCP_STAT_PREFIX} if tcp else {}), "rules": rules}
+            out.append({"name": name, "typed_config": config})
     return out
+
+
+def http_filters(policies: Sequence[AuthorizationPolicy | Invalid]) -> list[Json]:
+    """The RBAC http filters for a workload's HTTP chains (DENY, then ALLOW), before the router."""
+    return _filters(policies, tcp=False)
 
 
 def network_filters(policies: Sequence[AuthorizationPolicy | Invalid]) -> list[Json]:
     """The RBAC network filters for a workload's TCP chains (DENY, then ALLOW), before tcp_proxy."""
-    out = []
-    for action in ("DENY", "ALLOW"):
-        rules = rbac_rules(policies, action, tcp=True)
-        if rules is not None:
-            out.append({"name": NETWORK_RBAC, "typed_config": {"@type": NETWORK_RBAC_TYPE,
-                                                               "stat_prefix": TCP_STAT_PREFIX, "rules": rules}})
-    return out
+    return _filters(policies, tcp=True)

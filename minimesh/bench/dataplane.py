@@ -265,8 +265,7 @@ def table(result: dict[str, Any]) -> str:
 
 
 def exercises_missing() -> list[str]:
-    """Stage 2/3/6 exercises that are still stubs in this tree (the pods of a cluster it starts run them; the
-    mTLS pair's certificates are issued with stage 6's CA)."""
+    """Stage 2/3 exercises that are still stubs in this tree (the pods of a cluster it starts run them)."""
     from minimesh.init import rules
     from minimesh.proxy import balancer, routing
     from minimesh.proxy.config import ClusterWeight, parse_resource
@@ -280,7 +279,6 @@ def exercises_missing() -> list[str]:
             routing.select_route(routing.select_virtual_host(rc, "x"), "GET", "/", {}),  # type: ignore[arg-type]
             routing.pick_weighted_cluster((ClusterWeight("a", 1),), 0)),
         "lab 03: minimesh/proxy/balancer.py": lambda: balancer.RoundRobin().pick([]),
-        "lab 06: minimesh/security/ca.py": lambda: sidecars.mtls_material.__wrapped__(),
     }
     missing = []
     for what, fn in checks.items():
@@ -308,6 +306,28 @@ def _tree_for_cluster(say: Callable[[str], None]) -> Path:
 
     say(f"exercises not done in this tree ({'; '.join(missing)}): the bench cluster runs the solved tree")
     return build_solved_tree(repo)
+
+
+def tls_material(say: Callable[[str], None]) -> dict[str, Any]:
+    """The minimesh-mtls pair's certificates, issued by stage 6's CA code: this tree's, or the solved tree's
+    while this tree's `sign_csr` is not written (the pods need certificates, not the trainee's CA)."""
+    try:
+        return sidecars.new_mtls_material()
+    except NotImplementedError:
+        pass
+    repo = _tree_root()
+    if not (repo / "solutions" / "minimesh").is_dir():
+        raise BenchError(f"{sidecars.MTLS} needs stage 6's sign_csr (minimesh/security/ca.py) to issue certificates")
+    from minimesh.lab.trees import build_solved_tree
+
+    tree = build_solved_tree(repo)
+    say(f"{sidecars.MTLS}: certificates issued with the solved tree's CA (stage 6's sign_csr is not done here)")
+    code = "import json; from minimesh.bench.sidecars import new_mtls_material; print(json.dumps(new_mtls_material()))"
+    res = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(tree), "PYTHONSAFEPATH": "1"},
+                         cwd=tree, capture_output=True, text=True, timeout=120)
+    if res.returncode:
+        raise BenchError(f"{sidecars.MTLS}: cannot issue certificates: {res.stderr.strip()[-400:]}")
+    return json.loads(res.stdout)  # type: ignore[no-any-return]
 
 
 def _minimesh(tree: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -399,6 +419,7 @@ class Bench:
     options: Options
     cluster: Any
     say: Callable[[str], None] = print
+    material: dict[str, Any] | None = None  # minimesh-mtls's certificates
 
     @property
     def provider(self) -> str:
@@ -494,12 +515,12 @@ class Bench:
         self.create(service_manifest(topology))
         if sc is not None:
             self.create(config_map(n["server_config"], topology, sc.config_file,
-                                   sidecars.server_config(topology, APP_PORT)))
+                                   sidecars.server_config(topology, APP_PORT, self.material)))
         self.create(pod_manifest(topology, "server", sc))
         server_ip = self.wait_running(n["server"]).status.pod_ip
         if sc is not None:
             self.create(config_map(n["client_config"], topology, sc.config_file,
-                                   sidecars.client_config(topology, server_ip, APP_PORT)))
+                                   sidecars.client_config(topology, server_ip, APP_PORT, self.material)))
         self.create(pod_manifest(topology, "client", sc))
         self.wait_running(n["client"])
         self.wait_answering(topology)
@@ -596,7 +617,8 @@ def run(options: Options, cluster: str | None = None, provider: str | None = Non
         core = client.CoreV1Api(api)
         namespace = f"bench-{secrets.token_hex(3)}"
         core.create_namespace({"metadata": {"name": namespace, "labels": {"app": "minimesh-bench"}}})
-        bench = Bench(core, namespace, options, c, say)
+        material = tls_material(say) if sidecars.MTLS in options.topologies else None
+        bench = Bench(core, namespace, options, c, say, material)
         result: dict[str, Any] = {
             "cluster": f"{c.provider} cluster {c.name}", "params": {**asdict(options), "cpus": os.cpu_count()},
             "load_average": {"start": [round(x, 2) for x in os.getloadavg()]},

@@ -16,7 +16,6 @@ identity), with path normalisation — so every request is authorised twice, as 
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,10 +146,9 @@ def spiffe(workload: str) -> str:
     return f"spiffe://{TRUST_DOMAIN}/ns/{BENCH_NAMESPACE}/sa/{workload}"
 
 
-@functools.cache
-def mtls_material() -> dict[str, Any]:
-    """A throwaway mesh CA and the two workloads' certificates (PEM), made once per process with the mesh's
-    own code (`install.pki` for the root, `security.ca.issue` for the leaves)."""
+def new_mtls_material() -> dict[str, Any]:
+    """A throwaway mesh CA and the two workloads' certificates (PEM), made with the mesh's own code
+    (`install.pki` for the root, stage 6's `security.ca.issue` for the leaves)."""
     import datetime as dt
 
     from cryptography import x509
@@ -175,8 +173,7 @@ def mtls_material() -> dict[str, Any]:
     return out
 
 
-def _common_tls(workload: str, peer_sans: tuple[str, ...] = ()) -> dict[str, Any]:
-    m = mtls_material()
+def _common_tls(m: dict[str, Any], workload: str, peer_sans: tuple[str, ...] = ()) -> dict[str, Any]:
     validation: dict[str, Any] = {"trusted_ca": {"inline_string": m["root"]}}
     if peer_sans:
         validation["match_subject_alt_names"] = [{"exact": s} for s in peer_sans]
@@ -186,17 +183,21 @@ def _common_tls(workload: str, peer_sans: tuple[str, ...] = ()) -> dict[str, Any
             "validation_context": validation}
 
 
-def minimesh_mtls_client(server_ip: str, port: int) -> dict[str, Any]:
+def _tls_socket(context: str, **fields: Any) -> dict[str, Any]:
+    return {"name": "envoy.transport_sockets.tls", "typed_config": {
+        "@type": f"type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.{context}", **fields}}
+
+
+def minimesh_mtls_client(server_ip: str, port: int, material: dict[str, Any]) -> dict[str, Any]:
     """The client bootstrap with an mTLS upstream: its own certificate, the server's SPIFFE id checked."""
     boot = minimesh_client(server_ip, port)
     cluster = boot["static_resources"]["clusters"][0]
-    cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-        "sni": f"outbound_.{port}_._.bench-server", "common_tls_context": _common_tls("bench-client", (spiffe("bench-server"),))}}
+    cluster["transport_socket"] = _tls_socket("UpstreamTlsContext", sni=f"outbound_.{port}_._.bench-server",
+                                              common_tls_context=_common_tls(material, "bench-client", (spiffe("bench-server"),)))
     return boot
 
 
-def minimesh_mtls_server(app_port: int) -> dict[str, Any]:
+def minimesh_mtls_server(app_port: int, material: dict[str, Any]) -> dict[str, Any]:
     """The server bootstrap: STRICT (only the mTLS chain on the app's port) and the push server's RBAC filters."""
     import yaml
 
@@ -208,9 +209,8 @@ def minimesh_mtls_server(app_port: int) -> dict[str, Any]:
     inbound["listener_filters"].append({"name": "envoy.filters.listener.tls_inspector"})
     chain = inbound["filter_chains"][0]
     chain["filter_chain_match"].update({"transport_protocol": "tls", "application_protocols": [MESH_ALPN]})
-    chain["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
-        "require_client_certificate": True, "common_tls_context": _common_tls("bench-server")}}
+    chain["transport_socket"] = _tls_socket("DownstreamTlsContext", require_client_certificate=True,
+                                            common_tls_context=_common_tls(material, "bench-server"))
     hcm = chain["filters"][0]["typed_config"]
     hcm["normalize_path"] = True
     policies = parse_policies([d for d in yaml.safe_load_all(BENCH_POLICIES) if d])
@@ -296,14 +296,14 @@ def haproxy_server(app_port: int) -> str:
                            target=f"127.0.0.1:{app_port}", source=f" source {INBOUND_SOURCE}")
 
 
-def client_config(name: str, server_ip: str, port: int) -> str:
-    """The client-side proxy's config file content for sidecar `name`."""
+def client_config(name: str, server_ip: str, port: int, material: dict[str, Any] | None = None) -> str:
+    """The client-side proxy's config file content for sidecar `name` (`material`: minimesh-mtls's certificates)."""
     import yaml
 
     if name == "minimesh":
         return yaml.safe_dump(minimesh_client(server_ip, port), sort_keys=False)
     if name == MTLS:
-        return yaml.safe_dump(minimesh_mtls_client(server_ip, port), sort_keys=False)
+        return yaml.safe_dump(minimesh_mtls_client(server_ip, port, material or new_mtls_material()), sort_keys=False)
     if name == "nginx":
         return nginx_client(server_ip, port)
     if name == "haproxy":
@@ -311,14 +311,14 @@ def client_config(name: str, server_ip: str, port: int) -> str:
     raise ValueError(f"unknown sidecar {name!r}")
 
 
-def server_config(name: str, app_port: int) -> str:
-    """The server-side proxy's config file content for sidecar `name`."""
+def server_config(name: str, app_port: int, material: dict[str, Any] | None = None) -> str:
+    """The server-side proxy's config file content for sidecar `name` (`material`: minimesh-mtls's certificates)."""
     import yaml
 
     if name == "minimesh":
         return yaml.safe_dump(minimesh_server(app_port), sort_keys=False)
     if name == MTLS:
-        return yaml.safe_dump(minimesh_mtls_server(app_port), sort_keys=False)
+        return yaml.safe_dump(minimesh_mtls_server(app_port, material or new_mtls_material()), sort_keys=False)
     if name == "nginx":
         return nginx_server(app_port)
     if name == "haproxy":

@@ -17,6 +17,8 @@ from minimesh.authz.normalize import InvalidRequest, check_method, normalize_pat
 from minimesh.authz.rbac import Attributes, rules_from_dict
 from minimesh.proxy.config._reader import ConfigError
 
+from .test_properties import patterns
+
 PRINCIPALS = ["cluster.local/ns/default/sa/a", "cluster.local/ns/default/sa/b", "cluster.local/ns/foo/sa/a",
               "cluster.local/ns/foo-bar/sa/x.y"]
 NAMESPACES = ["default", "foo", "foo-bar"]
@@ -24,14 +26,6 @@ PATHS = ["/", "/details", "/details/0", "/details/../admin", "/reviews/./1", "/%
 METHODS = ["GET", "POST", "DELETE"]
 HOSTS = ["details", "details:9080", "Details.default.svc.cluster.local", "reviews"]
 IPS = ["10.1.2.3", "10.2.0.1", "192.168.0.1"]
-
-
-def patterns(values: list[str]) -> st.SearchStrategy[str]:
-    """Exact values, `prefix*`, `*suffix` and `*`."""
-    exact = st.sampled_from(values)
-    prefix = exact.flatmap(lambda v: st.integers(0, len(v)).map(lambda n: v[:n] + "*"))
-    suffix = exact.flatmap(lambda v: st.integers(0, len(v)).map(lambda n: "*" + v[len(v) - n:]))
-    return st.one_of(exact, prefix, suffix).filter(lambda p: p != "**")
 
 
 def fields(**choices: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:

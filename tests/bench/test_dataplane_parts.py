@@ -36,8 +36,9 @@ def test_mtls_pair_is_strict_and_authorises() -> None:
     """The minimesh-mtls pair: the client presents bench-client's certificate and checks bench-server's SPIFFE
     id; the server has only the mTLS chain and the push server's RBAC filters (DENY, then ALLOW) with the
     client's identity, and normalises paths."""
-    client = parse_bootstrap(yaml.safe_load(sidecars.client_config(sidecars.MTLS, "10.244.0.7", 8080)))
-    server = parse_bootstrap(yaml.safe_load(sidecars.server_config(sidecars.MTLS, 8080)))
+    material = sidecars.new_mtls_material()
+    client = parse_bootstrap(yaml.safe_load(sidecars.client_config(sidecars.MTLS, "10.244.0.7", 8080, material)))
+    server = parse_bootstrap(yaml.safe_load(sidecars.server_config(sidecars.MTLS, 8080, material)))
     tls = client.clusters[0].transport_socket
     assert tls is not None and tls.sni == "outbound_.8080_._.bench-server"
     [chain] = next(lis for lis in server.listeners if lis.name == "virtualInbound").filter_chains
@@ -48,8 +49,9 @@ def test_mtls_pair_is_strict_and_authorises() -> None:
     rbac = [f.config.to_dict()["rules"] for f in hcm.http_filters]
     assert [r.get("action", "ALLOW") for r in rbac] == ["DENY", "ALLOW"]
     assert "spiffe://cluster.local/ns/bench/sa/bench-client" in json.dumps(rbac[1])
-    m = sidecars.mtls_material()
-    assert "BEGIN CERTIFICATE" in m["bench-client"]["chain"] and m is sidecars.mtls_material()  # made once
+    assert material["root"] in yaml.safe_load(sidecars.server_config(sidecars.MTLS, 8080, material))[
+        "static_resources"]["listeners"][1]["filter_chains"][0]["transport_socket"]["typed_config"][
+        "common_tls_context"]["validation_context"]["trusted_ca"]["inline_string"]
 
 
 @pytest.mark.skipif(not shutil.which("nginx"), reason="nginx is not installed")
