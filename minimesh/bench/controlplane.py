@@ -1,7 +1,8 @@
 """`minimesh bench controlplane`: the push server at mesh scale, no cluster needed.
 
-A synthetic mesh (default 400 services with 3 endpoints each over 40 namespaces, plus the control
-plane's own service in mesh-system) is fed straight into the push server's store; 1000 simulated
+A synthetic mesh (default 400 services with 3 endpoints each, every service in its own namespace as in the
+seed article's Auto Trader example, plus the control plane's own service in mesh-system; `--namespaces`
+packs them tighter) is fed straight into the push server's store; 1000 simulated
 proxies (the real xDS client on real gRPC streams, spread over a few processes) connect to it. Measured:
 
 - config size per proxy (CDS+EDS+LDS+RDS response bytes) with and without Sidecar scoping
@@ -523,12 +524,13 @@ def _run_in_solved_tree(argv: list[str]) -> dict[str, Any]:
         return json.loads(out.read_text())  # type: ignore[no-any-return]
 
 
-def run(services: int = 400, namespaces: int = 40, endpoints: int = 3, proxies: int = 1000, processes: int = 3,
+def run(services: int = 400, namespaces: int | None = None, endpoints: int = 3, proxies: int = 1000, processes: int = 3,
         unscoped_proxies: int = 100, changes: int = 20, out: str | None = None, client: str = "lean") -> dict[str, Any]:
     """Run the whole benchmark; returns (and optionally saves as JSON) the numbers and the targets.
 
-    Runs on the solved tree when this tree's lab-04 exercises are still stubs.
+    Runs on the solved tree when this tree's lab-04 exercises are still stubs. `namespaces` None: one per service.
     """
+    namespaces = namespaces or services
     if client not in ("lean", "full"):
         raise ValueError(f"client {client!r}: want 'lean' or 'full'")
     if not exercises_done():
@@ -553,7 +555,8 @@ def run(services: int = 400, namespaces: int = 40, endpoints: int = 3, proxies: 
         "config_size": config_sizes(services, namespaces, endpoints),
         # The ratio is bounded by services / services-visible-per-proxy: show how it grows with namespaces.
         "scoping_ratio_by_namespaces": {str(n): config_sizes(services, n, endpoints, sample=5)["ratio"]
-                                        for n in sorted({namespaces, namespaces * 2, namespaces * 4}) if n <= services},
+                                        for n in sorted({max(1, services // 10), max(1, services // 4), namespaces})
+                                        if n <= services},
     }
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         result["scoped"] = runner.run(_live(services, namespaces, endpoints, proxies, processes, True, changes, client))
@@ -612,7 +615,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     ap = argparse.ArgumentParser(prog="minimesh bench controlplane", description=__doc__.splitlines()[0])
     ap.add_argument("--services", type=int, default=400)
-    ap.add_argument("--namespaces", type=int, default=40)
+    ap.add_argument("--namespaces", type=int, default=None,
+                    help="namespaces the services are spread over (default: one per service, as in the seed article)")
     ap.add_argument("--endpoints", type=int, default=3)
     ap.add_argument("--proxies", type=int, default=1000)
     ap.add_argument("--processes", type=int, default=3, help="load-client processes")

@@ -658,6 +658,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.bar([x + (i - 1) * width for x in range(len(proxied))],
                [topo[t]["added_latency_ms"][q] for t in proxied], width, label=q)
     ax.axhline(TARGETS["p90_added_ms"], ls="--", c="grey", lw=1)
+    if sidecars.MTLS in proxied:  # its own p90 target, over its bars only
+        x = proxied.index(sidecars.MTLS)
+        ax.hlines(TARGETS["mtls_p90_added_ms"], x - 0.45, x + 0.45, colors="grey", linestyles=":", lw=1.5)
     ax.set_yscale("symlog", linthresh=1)  # a saturated pair adds seconds, a healthy one fractions of a ms
     ax.set_xticks(range(len(proxied)), proxied)
     ax.set_title(f"latency added to direct (ms, symlog) at {result['params']['rate']:g} req/s")
