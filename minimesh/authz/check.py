@@ -19,7 +19,7 @@ from typing import Any
 
 from minimesh.authz.engine import Decision, Request, evaluate, policies_for
 from minimesh.authz.model import AuthorizationPolicy, PolicyError, parse_policy
-from minimesh.authz.normalize import InvalidRequest, normalize_path
+from minimesh.authz.normalize import InvalidRequest, check_method, normalize_path
 from minimesh.authz.rbac import Attributes, rules_from_dict
 from minimesh.authz.translate import HTTP_RBAC, NETWORK_RBAC
 
@@ -111,6 +111,24 @@ class Verdict:
     why: str
 
 
+def attributes(req: Request) -> Attributes:
+    """What an inbound sidecar's RBAC filters see of an evaluator `Request`: the peer certificate's SPIFFE id,
+    and for HTTP the pseudo-headers, repeated headers joined by "," and the normalised path (raises
+    InvalidRequest where the connection manager would answer 400)."""
+    mtls = req.source_principal is not None
+    sans = (f"spiffe://{req.source_principal}",) if mtls else ()
+    if not req.is_http:
+        return Attributes(req.destination_ip or "", req.port, req.source_ip or "", req.remote_ip or "",
+                          peer_sans=sans, authenticated=mtls)
+    check_method(req.method or "")
+    path = normalize_path(req.path)
+    headers = {":method": req.method or "", ":path": path, ":authority": req.host}
+    for k, v in req.headers:  # type: ignore[misc]
+        headers[k] = f"{headers[k]},{v}" if k in headers else v
+    return Attributes(req.destination_ip or "", req.port, req.source_ip or "", req.remote_ip or "", headers,
+                      path.partition("?")[0], sans, mtls)
+
+
 def sidecar_decision(chains: Iterable[Chain], req: Request) -> Verdict:
     """Pick the chain the request would take (mTLS with a peer certificate, plaintext without) and run its
     HTTP RBAC filters in order, as the proxy does."""
@@ -120,15 +138,9 @@ def sidecar_decision(chains: Iterable[Chain], req: Request) -> Verdict:
         what = "mTLS" if mtls else "plaintext (STRICT allows only mTLS)"
         return Verdict(False, f"no filter chain on port {req.port} takes {what}: the connection is closed")
     try:
-        path = normalize_path(req.path)
+        attrs = attributes(req)
     except InvalidRequest as e:
         return Verdict(False, f"400: {e}")
-    headers = {":method": req.method or "", ":path": path, ":authority": req.host}
-    for k, v in req.headers:  # type: ignore[misc]
-        headers[k] = f"{headers[k]},{v}" if k in headers else v
-    attrs = Attributes(req.destination_ip or "", req.port, req.source_ip or "", req.remote_ip or "",
-                       headers, path.partition("?")[0],
-                       (f"spiffe://{req.source_principal}",) if mtls else (), mtls)
     why = "no RBAC filter denied it"
     for f in candidates[0].filters:
         if f.kind != "http" or f.rules is None:

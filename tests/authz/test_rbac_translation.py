@@ -11,10 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from minimesh.authz import translate
+from minimesh.authz.check import attributes
 from minimesh.authz.engine import Request, evaluate, string_matches
 from minimesh.authz.model import parse_policy
-from minimesh.authz.normalize import InvalidRequest, check_method, normalize_path
-from minimesh.authz.rbac import Attributes, rules_from_dict
+from minimesh.authz.normalize import InvalidRequest
+from minimesh.authz.rbac import rules_from_dict
 from minimesh.proxy.config._reader import ConfigError
 
 from .test_properties import patterns
@@ -77,34 +78,12 @@ def policies_of(specs: list[dict]) -> list:
             for i, s in enumerate(specs)]
 
 
-class View:
-    """Request headers as Envoy's matchers see them: pseudo-headers, repeated headers joined by ","."""
-
-    def __init__(self, req: Request, path: str) -> None:
-        self.values: dict[str, str] = {":method": req.method or "", ":path": path, ":authority": req.host}
-        for k, v in req.headers:  # type: ignore[misc]
-            self.values[k] = f"{self.values[k]},{v}" if k in self.values else v
-
-    def get(self, name: str) -> str | None:
-        return self.values.get(name)
-
-
 def rbac_decision(filters: list[dict], req: Request) -> bool:
-    """Run the filters as the proxy does (in order, each may deny)."""
-    if req.is_http:
-        try:  # what the inbound connection manager does before any filter (normalize_path, method check)
-            check_method(req.method or "")
-            path = normalize_path(req.path)
-        except InvalidRequest:
-            return False
-        attrs = Attributes(req.destination_ip or "", req.port, req.source_ip or "", req.remote_ip or "",
-                           View(req, path), path.partition("?")[0],
-                           (f"spiffe://{req.source_principal}",) if req.source_principal else (),
-                           req.source_principal is not None)
-    else:
-        attrs = Attributes(req.destination_ip or "", req.port, req.source_ip or "",
-                           peer_sans=(f"spiffe://{req.source_principal}",) if req.source_principal else (),
-                           authenticated=req.source_principal is not None)
+    """Run the filters as the proxy does (in order, each may deny), on what the sidecar sees of `req`."""
+    try:
+        attrs = attributes(req)
+    except InvalidRequest:  # the connection manager answers 400 before any filter
+        return False
     for f in filters:
         raw = f["typed_config"].get("rules")
         if raw is not None and not rules_from_dict(raw).decide(attrs).allowed:
