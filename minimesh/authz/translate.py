@@ -15,8 +15,9 @@ For the policies that apply to one workload (`engine.policies_for`):
 - Presence (`*`) means a non-empty value, as Istio documents it.
 
 A policy that cannot be parsed fails closed: a DENY (or CUSTOM) policy denies everything on the workloads it
-selects, an ALLOW policy allows nothing, and the error is reported by the push server. (Istio rejects such
-policies at admission; minimesh has no validating webhook, so the push server must not widen access.)
+selects, an ALLOW policy allows nothing, and the error is reported by the push server. (As in Istio, the
+validating webhook refuses such policies at admission — `minimesh.pilot.validation`; this is for those stored
+while it was not there: the push server must never widen access.)
 """
 
 from __future__ import annotations

@@ -58,12 +58,12 @@ def _review(response: dict[str, Any]) -> bytes:
     return json.dumps({"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response}).encode()
 
 
-def _refuse(uid: str, kind: str, message: str, code: int = 400) -> Reply:
+def refuse(uid: str, kind: str, message: str, code: int = 400) -> Reply:
     body = _review({"uid": uid, "allowed": False, "status": {"code": code, "message": message}})
     return Reply(200, "application/json", body, FAILURE, kind, message)
 
 
-def _allow(uid: str, outcome: str, reason: str, message: str, ops: list[Any] | None = None) -> Reply:
+def allow(uid: str, outcome: str, reason: str, message: str, ops: list[Any] | None = None) -> Reply:
     response: dict[str, Any] = {"uid": uid, "allowed": True}
     if ops:
         response["patchType"] = "JSONPatch"
@@ -71,9 +71,8 @@ def _allow(uid: str, outcome: str, reason: str, message: str, ops: list[Any] | N
     return Reply(200, "application/json", _review(response), outcome, reason, message)
 
 
-def handle(body: bytes, content_type: str | None, namespace_labels: NamespaceLabels,
-           config: InjectorConfig | None = None) -> Reply:
-    """The answer to one POST /inject."""
+def decode(body: bytes, content_type: str | None) -> tuple[str, dict[str, Any]] | Reply:
+    """(uid, request) of a well-formed AdmissionReview v1 POST, or the error answer for a malformed one."""
     if not body:
         return _text(400, BAD_REQUEST, "no body found")
     if (content_type or "").split(";")[0].strip().lower() != "application/json":
@@ -84,41 +83,50 @@ def handle(body: bytes, content_type: str | None, namespace_labels: NamespaceLab
         return _text(400, BAD_REQUEST, f"could not decode body: not JSON: {e}")
 
     if not isinstance(review, dict):
-        return _refuse("", BAD_REVIEW, f"could not decode body: want an AdmissionReview object, got {type(review).__name__}")
+        return refuse("", BAD_REVIEW, f"could not decode body: want an AdmissionReview object, got {type(review).__name__}")
     request = review.get("request")
     uid = request.get("uid") if isinstance(request, dict) else None
     uid = uid if isinstance(uid, str) else ""
     if review.get("kind") != "AdmissionReview" or review.get("apiVersion") != API_VERSION:
-        return _refuse(uid, BAD_REVIEW, f"could not decode body: want kind AdmissionReview, apiVersion {API_VERSION};"
+        return refuse(uid, BAD_REVIEW, f"could not decode body: want kind AdmissionReview, apiVersion {API_VERSION};"
                        f" got kind {review.get('kind')!r}, apiVersion {review.get('apiVersion')!r}")
     if not isinstance(request, dict):
-        return _refuse("", BAD_REVIEW, "could not decode body: the AdmissionReview has no request")
+        return refuse("", BAD_REVIEW, "could not decode body: the AdmissionReview has no request")
     if not uid:
-        return _refuse("", BAD_REVIEW, "could not decode body: request.uid is missing")
+        return refuse("", BAD_REVIEW, "could not decode body: request.uid is missing")
+    return uid, request
 
+
+def handle(body: bytes, content_type: str | None, namespace_labels: NamespaceLabels,
+           config: InjectorConfig | None = None) -> Reply:
+    """The answer to one POST /inject."""
+    decoded = decode(body, content_type)
+    if isinstance(decoded, Reply):
+        return decoded
+    uid, request = decoded
     kind = (request.get("kind") or {}).get("kind") if isinstance(request.get("kind"), dict) else None
     obj = request.get("object")
     obj_kind = obj.get("kind") if isinstance(obj, dict) else None
     if kind != "Pod" or obj_kind not in (None, "Pod"):
         got = obj_kind if kind == "Pod" else kind
-        return _allow(uid, SKIP, NOT_A_POD, f"skipped: request is for a {got!r}, not a Pod")
+        return allow(uid, SKIP, NOT_A_POD, f"skipped: request is for a {got!r}, not a Pod")
     operation = request.get("operation")
     if operation != "CREATE":
-        return _allow(uid, SKIP, NOT_CREATE, f"skipped: operation {operation!r}; pods are injected on CREATE only")
+        return allow(uid, SKIP, NOT_CREATE, f"skipped: operation {operation!r}; pods are injected on CREATE only")
 
     namespace = str(request.get("namespace") or ((obj or {}).get("metadata") or {}).get("namespace") or "default")
     who = f"pod {namespace}/{pod_name(obj) if isinstance(obj, dict) else '?'}"
     try:
         decision = injector.decide(obj, namespace, namespace_labels(namespace), config)
     except MalformedPod as e:
-        return _refuse(uid, BAD_POD, f"could not read the pod: {e}")
+        return refuse(uid, BAD_POD, f"could not read the pod: {e}")
     except InjectionError as e:
-        return _refuse(uid, INJECTION, f"sidecar injection failed: {e}")
+        return refuse(uid, INJECTION, f"sidecar injection failed: {e}")
     except NotImplementedError as e:  # the trainee's starter: say which exercise is missing
-        return _refuse(uid, INTERNAL, f"sidecar injection failed: not implemented yet: {e}", 500)
+        return refuse(uid, INTERNAL, f"sidecar injection failed: not implemented yet: {e}", 500)
     except Exception as e:  # a bug must refuse the pod with its reason, never crash the webhook
-        return _refuse(uid, INTERNAL, f"sidecar injection failed: {type(e).__name__}: {e}", 500)
+        return refuse(uid, INTERNAL, f"sidecar injection failed: {type(e).__name__}: {e}", 500)
     if decision.skip:
-        return _allow(uid, SKIP, decision.skip, f"skipped {who}: {describe(decision.skip, namespace)}")
-    return _allow(uid, SUCCESS, "", f"injected {who} ({len(decision.patch)} patch operations)", decision.patch)
+        return allow(uid, SKIP, decision.skip, f"skipped {who}: {describe(decision.skip, namespace)}")
+    return allow(uid, SUCCESS, "", f"injected {who} ({len(decision.patch)} patch operations)", decision.patch)
 

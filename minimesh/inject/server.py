@@ -1,4 +1,5 @@
-"""The webhook's HTTPS server (aiohttp): POST /inject (and /inject/), GET /metrics, GET /ready.
+"""The webhook's HTTPS server (aiohttp): POST /inject (and /inject/), POST /validate (mesh config validation),
+GET /metrics, GET /ready.
 
 The decisions live in review.py; this file only moves bytes, times requests, logs every outcome and
 reloads the serving certificate when its files change (a Secret volume is updated in place when
@@ -75,6 +76,15 @@ class Injector:
             log.info("%s", reply.message)
         return web.Response(status=reply.status, body=reply.body, headers={"Content-Type": reply.content_type})
 
+    async def validate(self, request: web.Request) -> web.Response:
+        """Istio's config validation (minimesh.pilot.validation), served by the same HTTPS server."""
+        from minimesh.pilot import validation
+
+        reply = validation.handle(await request.read(), request.headers.get("Content-Type"))
+        if reply.outcome == review.FAILURE:
+            log.warning("%s %s: %s", request.method, request.path, reply.message)
+        return web.Response(status=reply.status, body=reply.body, headers={"Content-Type": reply.content_type})
+
     async def metrics_page(self, _: web.Request) -> web.Response:
         return web.Response(body=self.metrics.exposition(), headers={"Content-Type": "text/plain; version=0.0.4"})
 
@@ -87,6 +97,7 @@ class Injector:
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_post("/inject", self.inject)
         app.router.add_post("/inject/", self.inject)
+        app.router.add_post("/validate", self.validate)
         app.router.add_get("/metrics", self.metrics_page)
         app.router.add_get("/ready", self.ready_page)
         return app

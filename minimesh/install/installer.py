@@ -6,11 +6,12 @@ Order (each step idempotent, so re-running upgrades in place):
 3. minimeshd's serving certificate (Secret minimeshd-webhook-tls), re-issued only when it is missing,
    from another CA, lacks a name, or nears expiry (the injector reloads it without a restart);
 4. the Service and Deployment minimeshd; wait until it is rolled out and the Service has a ready endpoint;
-5. the MutatingWebhookConfiguration last, with caBundle = the root CA: with failurePolicy Fail, pods in
-   enabled namespaces would otherwise be refused while the injector is not there yet.
+5. the webhook configurations last (the sidecar injector, and config validation for AuthorizationPolicies), with
+   caBundle = the root CA: with failurePolicy Fail, pods in enabled namespaces (and policies) would otherwise be
+   refused while minimeshd is not there yet.
 
-`uninstall` goes the other way, webhook configuration first, so pod creation never depends on a
-webhook that is being removed.
+`uninstall` goes the other way, webhook configurations first, so nothing depends on a webhook that is being
+removed.
 """
 
 from __future__ import annotations
@@ -172,7 +173,7 @@ def install(api_client: Any, options: plan.Options | None = None, *, timeout: fl
     try:
         report("applying the namespace, CRDs and RBAC")
         base = [o for o in plan.control_plane(options, b"") if o["kind"] not in
-                ("Service", "Deployment", "MutatingWebhookConfiguration")]
+                ("Service", "Deployment", *plan.WEBHOOK_KINDS)]
         result.lines += [str(applier.apply(o)) for o in [*base[:1], *plan.crds(), *base[1:]]]
         step()
         report("mesh root CA")
@@ -191,7 +192,7 @@ def install(api_client: Any, options: plan.Options | None = None, *, timeout: fl
         report("waiting for minimeshd")
         result.lines.append(wait_ready(api_client, timeout, report))
         step()
-        report("registering the sidecar injector")
+        report("registering the sidecar injector and config validation")
         result.lines += [str(applier.apply(o)) for o in webhook]
         step()
     except ApiException as e:

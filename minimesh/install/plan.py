@@ -28,6 +28,7 @@ WEBHOOK_CONFIG = "minimesh-sidecar-injector"
 CA_SECRET = "minimesh-ca"
 WEBHOOK_TLS_SECRET = "minimeshd-webhook-tls"
 WEBHOOK_PORT_NAME = "https-webhook"
+WEBHOOK_KINDS = ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")  # registered last, removed first
 # The names the API server may dial minimeshd by (it uses <svc>.<ns>.svc for clientConfig.service).
 SERVICE_DNS_NAMES = (f"{SERVICE}.{NAMESPACE}.svc", f"{SERVICE}.{NAMESPACE}.svc.cluster.local",
                      f"{SERVICE}.{NAMESPACE}", SERVICE)
@@ -52,7 +53,7 @@ def control_plane(options: Options, ca_pem: bytes) -> list[Obj]:
         doc = copy.deepcopy(doc)
         if doc["kind"] == "Deployment" and doc["metadata"]["name"] == DEPLOYMENT:
             _set_image(doc, options)
-        if doc["kind"] == "MutatingWebhookConfiguration":
+        if doc["kind"] in WEBHOOK_KINDS:
             for hook in doc["webhooks"]:
                 hook["clientConfig"]["caBundle"] = base64.b64encode(ca_pem).decode()
         out.append(doc)
@@ -69,8 +70,8 @@ def _set_image(deployment: Obj, options: Options) -> None:
 
 
 def split(objects: list[Obj]) -> tuple[list[Obj], list[Obj], list[Obj]]:
-    """(before minimeshd, minimeshd's Service and Deployment, the webhook configuration): the install order."""
-    first = [o for o in objects if o["kind"] not in ("Service", "Deployment", "MutatingWebhookConfiguration")]
+    """(before minimeshd, minimeshd's Service and Deployment, the webhook configurations): the install order."""
+    first = [o for o in objects if o["kind"] not in ("Service", "Deployment", *WEBHOOK_KINDS)]
     workload = [o for o in objects if o["kind"] in ("Service", "Deployment")]
-    last = [o for o in objects if o["kind"] == "MutatingWebhookConfiguration"]
+    last = [o for o in objects if o["kind"] in WEBHOOK_KINDS]
     return first, workload, last

@@ -98,6 +98,37 @@ def test_malformed_requests_get_clear_errors(tls: Any, webhook: Any) -> None:
     assert webhook.proc.poll() is None  # none of it crashed the server
 
 
+def _policy_review(spec: dict[str, Any], op: str = "CREATE") -> dict[str, Any]:
+    r = review({"apiVersion": "security.minimesh.io/v1", "kind": "AuthorizationPolicy",
+                "metadata": {"name": "details-viewer", "namespace": "shop"}, "spec": spec}, op=op)
+    r["request"]["kind"] = {"group": "security.minimesh.io", "version": "v1", "kind": "AuthorizationPolicy"}
+    r["request"]["resource"] = {"group": "security.minimesh.io", "version": "v1", "resource": "authorizationpolicies"}
+    return r
+
+
+def test_validate_refuses_a_policy_the_push_server_could_not_use(tls: Any, webhook: Any) -> None:
+    """POST /validate (istiod's config validation): the reason names the policy and the field."""
+    pool = client(tls, webhook)
+    good = {"rules": [{"to": [{"operation": {"methods": ["GET"], "paths": ["/details*"]}}]}]}
+    resp = json.loads(post(pool, _policy_review(good), path="/validate").data)["response"]
+    assert resp["allowed"] is True and "patch" not in resp
+    for spec, message in (
+            ({"rules": [{"to": [{"operation": {"methods": ["get"]}}]}]},
+             "AuthorizationPolicy shop/details-viewer: spec.rules[0].to[0].operation.methods[0]: 'get' is not an "
+             "upper-case HTTP method"),
+            ({"rules": [{"from": [{"source": {"ipBlocks": ["10.0.0.300/8"]}}]}]}, "is not an IP address or CIDR block"),
+            ({"action": "CUSTOM"}, "CUSTOM is not supported by minimesh")):
+        for op in ("CREATE", "UPDATE"):
+            resp = json.loads(post(pool, _policy_review(spec, op), path="/validate").data)["response"]
+            assert resp["allowed"] is False and message in resp["status"]["message"], resp
+    # other kinds and DELETE are not checked; a malformed review gets the injector's clear errors
+    assert json.loads(post(pool, review(POD), path="/validate").data)["response"]["allowed"] is True
+    assert json.loads(post(pool, _policy_review({"action": "CUSTOM"}, "DELETE"), path="/validate").data)[
+        "response"]["allowed"] is True
+    assert post(pool, b"{not json", path="/validate").status == 400
+    assert webhook.proc.poll() is None
+
+
 def test_wrong_kind_and_non_create_are_allowed_without_a_patch(tls: Any, webhook: Any) -> None:
     pool = client(tls, webhook)
     cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {}}

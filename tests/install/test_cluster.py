@@ -130,6 +130,21 @@ def test_install_inject_restart_and_uninstall(mesh: Mesh) -> None:
     assert mesh.core.read_namespaced_secret("minimesh-ca", "mesh-system").data["ca.crt"] == ca
     assert mesh.apps.read_namespaced_deployment("minimeshd", "mesh-system").metadata.generation == generation
 
+    # ---- config validation: a policy the push server could not use is refused at admission, saying why -------
+    assert "validatingwebhookconfiguration.admissionregistration.k8s.io/minimesh-validator created" in out
+    custom = client.CustomObjectsApi(mesh.api)
+    body = {"apiVersion": "security.minimesh.io/v1", "kind": "AuthorizationPolicy", "metadata": {"name": "typo"},
+            "spec": {"rules": [{"to": [{"operation": {"methods": ["get"]}}]}]}}
+    with pytest.raises(client.ApiException) as refused:
+        custom.create_namespaced_custom_object("security.minimesh.io", "v1", "default", "authorizationpolicies", body)
+    assert refused.value.status == 400
+    message = json.loads(refused.value.body)["message"]
+    assert message.startswith('admission webhook "validation.minimesh.io" denied the request: AuthorizationPolicy '
+                              "default/typo: spec.rules[0].to[0].operation.methods[0]: 'get' is not an upper-case"), message
+    body["spec"]["rules"][0]["to"][0]["operation"]["methods"] = ["GET"]
+    custom.create_namespaced_custom_object("security.minimesh.io", "v1", "default", "authorizationpolicies", body)
+    custom.delete_namespaced_custom_object("security.minimesh.io", "v1", "default", "authorizationpolicies", "typo")
+
     # ---- a pod in an enabled namespace is injected, and its init container installs the capture -----------
     shop = mesh.namespace("shop", injected=True)
     pod = mesh.core.create_namespaced_pod(shop, _pod("web"))

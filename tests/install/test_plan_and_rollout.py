@@ -50,6 +50,12 @@ def test_rendered_objects_are_valid_and_carry_the_options() -> None:
     assert (hook["failurePolicy"], hook["sideEffects"], hook["admissionReviewVersions"], hook["timeoutSeconds"],
             hook["reinvocationPolicy"]) == ("Fail", "None", ["v1"], 10, "Never")
 
+    (check,) = _by(objs, "ValidatingWebhookConfiguration")["webhooks"]
+    assert check["clientConfig"] == {"service": {"name": "minimeshd", "namespace": "mesh-system", "path": "/validate",
+                                                 "port": 443}, "caBundle": base64.b64encode(b"CA PEM").decode()}
+    assert check["rules"] == [{"operations": ["CREATE", "UPDATE"], "apiGroups": ["security.minimesh.io"],
+                               "apiVersions": ["*"], "resources": ["authorizationpolicies"]}]
+
 
 def test_rbac_covers_what_minimeshd_watches() -> None:
     objs = plan.control_plane(plan.Options(), b"")
@@ -72,7 +78,7 @@ def test_install_order_puts_the_webhook_last() -> None:
     first, workload, last = plan.split(plan.control_plane(plan.Options(), b""))
     assert first[0]["kind"] == "Namespace"
     assert {o["kind"] for o in workload} == {"Service", "Deployment"}
-    assert [o["kind"] for o in last] == ["MutatingWebhookConfiguration"]
+    assert [o["kind"] for o in last] == ["MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"]
 
 
 def test_restart_patch_is_kubectls() -> None:
