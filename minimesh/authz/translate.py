@@ -114,16 +114,20 @@ def _header(name: str, pattern: str, *, ignore_case: bool = False) -> Json:
     return {"header": {"name": name, "string_match": string_match(pattern, ignore_case=ignore_case)}}
 
 
+def _regex_part(pattern: str, wildcard: str) -> str:
+    """A prefix (`abc*`), suffix (`*abc`) or exact Istio pattern as a regex, `wildcard` standing for its `*`."""
+    if pattern.endswith("*"):
+        return re.escape(pattern[:-1]) + wildcard
+    if pattern.startswith("*"):
+        return wildcard + re.escape(pattern[1:])
+    return re.escape(pattern)
+
+
 def _header_values(name: str, pattern: str) -> Json:
     """`when: request.headers[name]`: Istio's regex over a comma-joined repeated header."""
     if pattern == "*":
         return {"header": {"name": name, "safe_regex_match": {"regex": ".+"}}}
-    if pattern.endswith("*"):
-        v = re.escape(pattern[:-1]) + ".*"
-    elif pattern.startswith("*"):
-        v = ".*" + re.escape(pattern[1:])
-    else:
-        v = re.escape(pattern)
+    v = _regex_part(pattern, ".*")
     regex = f"^{v}$|^{v},.*|.*,{v},.*|.*,{v}$"
     return {"header": {"name": name, "safe_regex_match": {"regex": regex}}}
 
@@ -134,14 +138,7 @@ def _principal(pattern: str) -> Json:
 
 def _namespace(pattern: str) -> Json:
     """A namespace is the `ns/<NS>/` part of the SPIFFE id (`[^/]` keeps a wildcard inside that segment)."""
-    if pattern == "*":
-        part = "[^/]+"
-    elif pattern.endswith("*"):
-        part = re.escape(pattern[:-1]) + "[^/]*"
-    elif pattern.startswith("*"):
-        part = "[^/]*" + re.escape(pattern[1:])
-    else:
-        part = re.escape(pattern)
+    part = "[^/]+" if pattern == "*" else _regex_part(pattern, "[^/]*")
     return {"authenticated": {"principal_name": {"safe_regex": {"regex": f".*/ns/{part}/.*"}}}}
 
 
