@@ -73,25 +73,26 @@ def _ip_in(network: Network) -> Callable[[str], bool]:
     return test
 
 
-def header_value_matches(m: HeaderMatcher, value: str | None) -> bool:
-    """Envoy's HeaderMatcher on one header value (None: absent; only presence checks can match that).
-    The same rule as stage 3's `routing.header_matches`, kept here so that RBAC never runs exercise code."""
-    if value is None:
-        return m.present is not None and m.present == m.invert_match
-    if m.present is not None:
-        result = m.present
-    elif m.regex is not None:
-        result = m.regex.fullmatch(value) is not None
-    else:
-        result = StringMatcher(m.exact, m.prefix, m.suffix, m.contains, None, m.ignore_case).matches(value)
-    return result != m.invert_match
-
-
 def header_matcher(m: HeaderMatcher) -> Matcher:
-    """Envoy's HeaderMatcher on the request headers (never matches plain TCP)."""
+    """Envoy's HeaderMatcher on the request headers (never matches plain TCP). The same rule as stage 3's
+    `routing.header_matches`, kept here so that RBAC never runs exercise code: an absent header matches only
+    presence checks that want it absent; `invert_match` flips the result."""
+    sm = None if m.present is not None or m.regex is not None else \
+        StringMatcher(m.exact, m.prefix, m.suffix, m.contains, None, m.ignore_case)
 
     def test(a: Attributes) -> bool:
-        return a.headers is not None and header_value_matches(m, a.headers.get(m.name))
+        if a.headers is None:
+            return False
+        value = a.headers.get(m.name)
+        if value is None:
+            return m.present is not None and m.present == m.invert_match
+        if m.present is not None:
+            result = m.present
+        elif m.regex is not None:
+            result = m.regex.fullmatch(value) is not None
+        else:
+            result = sm.matches(value)  # type: ignore[union-attr]
+        return result != m.invert_match
 
     return test
 

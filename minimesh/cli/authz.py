@@ -12,7 +12,7 @@ def authz() -> None:
 
 
 @authz.command()
-@click.argument("pod")
+@click.argument("pod")  # POD or deploy/NAME
 @click.option("-n", "--namespace", default="default", show_default=True)
 @click.option("-X", "--method", default=None, help="decide a request: its method (e.g. GET)")
 @click.option("--path", default="/", show_default=True, help="the request's path")
@@ -31,11 +31,11 @@ def check(pod: str, namespace: str, method: str | None, path: str, port: int, pr
 
     from minimesh.authz import check as ck
     from minimesh.authz.engine import Request
+    from minimesh.cli.kube import _core, _pod_name
     from minimesh.cli.mesh import _api_client, _api_error
 
     console = Console()
-    if pod.startswith(("deploy/", "deployment/")):
-        pod = _pod_of(pod.split("/", 1)[1], namespace)
+    pod = _pod_name(_core(), namespace, pod)  # POD, pod/NAME, deploy/NAME or svc/NAME, as `minimesh exec`
     try:
         report = ck.check(_api_client(), pod, namespace)
     except ApiException as e:
@@ -76,16 +76,3 @@ def check(pod: str, namespace: str, method: str | None, path: str, port: int, pr
 def _word(allowed: bool) -> str:
     return "[green]ALLOW[/]" if allowed else "[red]DENY[/] "
 
-
-def _pod_of(deployment: str, namespace: str) -> str:
-    from kubernetes import client
-
-    from minimesh.cli.mesh import _api_client
-
-    apps, core = client.AppsV1Api(_api_client()), client.CoreV1Api(_api_client())
-    sel = apps.read_namespaced_deployment(deployment, namespace).spec.selector.match_labels or {}
-    pods = core.list_namespaced_pod(namespace, label_selector=",".join(f"{k}={v}" for k, v in sel.items())).items
-    running = [p.metadata.name for p in pods if p.status.phase == "Running" and not p.metadata.deletion_timestamp]
-    if not running:
-        raise click.ClickException(f"deployment {namespace}/{deployment} has no running pod")
-    return sorted(running)[0]

@@ -136,8 +136,12 @@ class HttpResult:
 _MARK = "@@minimesh-status@@"
 
 
-def curl_argv(url: str, *, method: str = "GET", headers: Iterable[str] = (), timeout: float = 10.0) -> list[str]:
-    argv = ["curl", "-sS", "-m", f"{timeout:g}", "-X", method, "-o", "-", "-w", f"\n{_MARK}%{{http_code}}"]
+def curl_argv(url: str, *, method: str = "GET", headers: Iterable[str] = (), timeout: float = 10.0,
+              path_as_is: bool = False) -> list[str]:
+    """curl printing the body and then the status; `path_as_is` sends `/a/../b` as written (curl would
+    resolve it itself, and the sidecar's path normalisation would never be seen)."""
+    argv = ["curl", "-sS", *(["--path-as-is"] if path_as_is else []), "-m", f"{timeout:g}", "-X", method, "-o", "-",
+            "-w", f"\n{_MARK}%{{http_code}}"]
     for h in headers:
         argv += ["-H", h]
     return [*argv, url]
@@ -161,9 +165,10 @@ def http_from(
     method: str = "GET",
     headers: Iterable[str] = (),
     timeout: float = 10.0,
+    path_as_is: bool = False,
 ) -> HttpResult:
     """An HTTP request made by curl inside `pod` (the pod's own network and, later, its sidecar)."""
-    res = exec_in(core, pod, curl_argv(url, method=method, headers=headers, timeout=timeout),
+    res = exec_in(core, pod, curl_argv(url, method=method, headers=headers, timeout=timeout, path_as_is=path_as_is),
                   namespace=namespace, container=container, timeout=timeout + 10)
     return parse_curl(res)
 

@@ -14,12 +14,12 @@ from typing import Any
 
 from minimesh.authz import translate as authz
 from minimesh.authz.engine import policies_for
+from minimesh.authz.model import KIND as AUTHORIZATION_POLICY
 from minimesh.pilot import mtls
 from minimesh.pilot.context import PushContext
 from minimesh.pilot.model import Config, Proxy
 from minimesh.pilot.protocol import Protocol
 
-AUTHORIZATION_POLICY = "AuthorizationPolicy"
 HCM = "envoy.filters.network.http_connection_manager"
 
 

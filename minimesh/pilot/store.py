@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from minimesh.authz.model import KIND as AUTHORIZATION_POLICY
 from minimesh.pilot import convert
 from minimesh.pilot.context import PushContext
 from minimesh.pilot.push import PushRequest
@@ -30,9 +31,6 @@ KINDS = (SERVICE, ENDPOINT_SLICE, POD, NAMESPACE, SIDECAR, *CONFIG_KINDS)
 # pilot_push_triggers{type}: Istio's trigger names.
 TRIGGER = {SERVICE: "service", ENDPOINT_SLICE: "endpoint", POD: "proxy", NAMESPACE: "namespace", SIDECAR: "config",
            **{k: "config" for k in CONFIG_KINDS}}
-
-
-AUTHORIZATION_POLICY = "AuthorizationPolicy"
 
 
 def _warn_invalid_policy(record: Any) -> None:

@@ -27,7 +27,6 @@ from minimesh.lab.grading import (
     GradeFailure,
     check,
     eventually,
-    exec_in,
     fail,
     http_from,
     missing,
@@ -255,14 +254,9 @@ def _matrix() -> list[Case]:
 
 def _ask(core: Any, case: Case, pods: dict[str, str], headers: tuple[str, ...] = ()) -> Any:
     namespace, container = ("legacy", "sleep") if case.who == "legacy/sleep" else (NS, case.who)
-    # curl would resolve ../ itself; --path-as-is sends the path as written, for the sidecar to normalise
-    argv = ["curl", "-sS", "--path-as-is", "-m", "10", "-X", case.method, "-o", "-", "-w", "\n@@minimesh-status@@%{http_code}"]
-    for h in headers:
-        argv += ["-H", h]
-    from minimesh.lab.grading import parse_curl
-
-    return parse_curl(exec_in(core, pods[case.who], [*argv, case.url], namespace=namespace, container=container,
-                              timeout=25))
+    # --path-as-is: the path as written, for the sidecar (not curl) to normalise
+    return http_from(core, pods[case.who], case.url, namespace=namespace, container=container, method=case.method,
+                     headers=headers, path_as_is=True)
 
 
 @pytest.fixture(scope="module")
